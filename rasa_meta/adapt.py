@@ -1,0 +1,100 @@
+"""Inner loop: brief episodic fine-tuning of the encoder on one bot's own examples.
+
+The meta-trained encoder is the starting point (the outer loop's result); the inner loop
+takes a few first-order steps on episodes built from the bot's intents, the way first-order
+MAML adapts to a new task, and returns the names of the parameters it changed so only those
+are stored with the bot's model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Dict, List, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from rasa_meta.encoder import SentenceEncoder, set_trainable_layers
+from rasa_meta.losses import prototypical_loss, supervised_contrastive_loss
+from rasa_meta.meta_train import MetaLearner
+
+
+def bot_episodes(
+    labels: Sequence[str], rng: random.Random, n_way: int = 16, max_per_class: int = 8
+) -> List[Dict[str, List[int]]]:
+    """One epoch of episodes over every intent: each intent appears once per epoch, its
+    examples split at random into support and query halves (intents with a single example
+    only join as extra contrastive negatives)."""
+    groups: Dict[str, List[int]] = {}
+    for i, lab in enumerate(labels):
+        groups.setdefault(lab, []).append(i)
+    intents = sorted(groups)
+    rng.shuffle(intents)
+    episodes = []
+    for start in range(0, len(intents), n_way):
+        support: List[int] = []
+        query: List[int] = []
+        s_t: List[int] = []
+        q_t: List[int] = []
+        for target, intent in enumerate(intents[start : start + n_way]):
+            idx = rng.sample(groups[intent], min(len(groups[intent]), max_per_class))
+            half = max(1, len(idx) // 2)
+            support += idx[:half]
+            s_t += [target] * half
+            query += idx[half:]
+            q_t += [target] * (len(idx) - half)
+        episodes.append({"support": support, "query": query, "s_t": s_t, "q_t": q_t})
+    return episodes
+
+
+def finetune_encoder(
+    encoder: SentenceEncoder,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    epochs: int,
+    learning_rate: float = 2e-5,
+    train_layers: int = 2,
+    scale: float = 20.0,
+    seed: int = 42,
+    show_progress: bool = True,
+) -> List[str]:
+    """Fine-tune ``encoder`` in place; returns the names of the parameters that changed."""
+    names = set_trainable_layers(encoder.model, train_layers)
+    if epochs <= 0 or len(set(labels)) < 2 or not names:
+        for p in encoder.model.parameters():
+            p.requires_grad_(False)
+        return []
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    learner = MetaLearner(encoder.model, scale)
+    learner.log_scale.requires_grad_(False)
+    params = [p for p in encoder.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    plan = [ep for _ in range(epochs) for ep in bot_episodes(labels, rng)]
+    total = len(plan)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    device = encoder.device
+    learner.train()
+    for ep in tqdm(plan, desc="adapting encoder", disable=not show_progress, leave=False):
+        order = ep["support"] + ep["query"]
+        batch = encoder.tokenize([texts[i] for i in order])
+        emb = learner(batch["input_ids"], batch["attention_mask"])
+        targets = torch.tensor(ep["s_t"] + ep["q_t"], device=device)
+        n_s = len(ep["support"])
+        loss = supervised_contrastive_loss(emb, targets)
+        if ep["query"]:
+            loss = loss + prototypical_loss(
+                emb[:n_s], targets[:n_s], emb[n_s:], targets[n_s:], learner.log_scale.exp()
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+    encoder.model.eval()
+    for p in encoder.model.parameters():
+        p.requires_grad_(False)
+    return names

@@ -1,0 +1,254 @@
+"""Rasa 3.6 graph component: thin glue over :class:`rasa_meta.model.FewShotIntentModel`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import fields
+from typing import Any, Dict, List, Optional, Text
+
+import torch
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.exceptions import InvalidConfigException
+from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from rasa_meta import __version__
+from rasa_meta.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
+from rasa_meta.heads import HEAD_TYPES
+from rasa_meta.model import FewShotConfig, FewShotIntentModel, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+INTENT_RANKING_KEY = "intent_ranking"
+EXPLANATION_KEY = "intent_explanation"
+
+
+@DefaultV1Recipe.register(
+    DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True
+)
+class MetaIntentClassifier(GraphComponent, IntentClassifier):
+    """Few-shot intent classifier over a meta-trained sentence encoder."""
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        defaults = {f.name: f.default for f in fields(FewShotConfig)}
+        defaults.update({"ranking_length": 10, "explain": False, "explain_top_k": 3})
+        return defaults
+
+    @staticmethod
+    def required_components() -> List[type]:
+        return []
+
+    @staticmethod
+    def required_packages() -> List[Text]:
+        return ["torch", "transformers"]
+
+    def __init__(
+        self,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        model: Optional[FewShotIntentModel] = None,
+    ) -> None:
+        self.component_config = config
+        self._model_storage = model_storage
+        self._resource = resource
+        self.validate_config(config)
+        self.model = model or FewShotIntentModel(FewShotConfig.from_dict(config))
+        # torch modules are not guaranteed re-entrant; Rasa's server may call process()
+        # from several threads, so inference is serialised per component.
+        self._lock = threading.Lock()
+
+    # --- configuration -------------------------------------------------------------------
+
+    @staticmethod
+    def validate_config(config: Dict[Text, Any]) -> None:
+        """Raise InvalidConfigException naming the key and the fix."""
+        name = "rasa_meta.MetaIntentClassifier"
+        device = str(config.get("device", "auto"))
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            raise InvalidConfigException(
+                f"{name}: device '{device}' is unknown. Use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+            )
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise InvalidConfigException(
+                    f"{name}: device '{device}' was asked for but CUDA is not available on "
+                    f"this machine. Set 'device: auto' or 'device: cpu'."
+                )
+            index = device.partition(":")[2]
+            if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+                raise InvalidConfigException(
+                    f"{name}: device '{device}' does not exist; this machine has "
+                    f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)."
+                )
+        for key in ("ranking_length", "epochs", "explain_top_k"):
+            value = config.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidConfigException(
+                    f"{name}: '{key}' must be a whole number >= 0, got {value!r}."
+                )
+        for key in ("max_length", "batch_size"):
+            value = config.get(key, 1)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidConfigException(
+                    f"{name}: '{key}' must be a whole number >= 1, got {value!r}."
+                )
+        if config.get("head", "prototype") not in HEAD_TYPES:
+            raise InvalidConfigException(
+                f"{name}: 'head' must be one of {list(HEAD_TYPES)}, got {config.get('head')!r}."
+            )
+        temperature = config.get("temperature")
+        if temperature is not None and not (
+            isinstance(temperature, (int, float)) and temperature > 0
+        ):
+            raise InvalidConfigException(
+                f"{name}: 'temperature' must be a positive number, or null to use the encoder's "
+                f"learned scale; got {temperature!r}."
+            )
+        quantile = config.get("oos_quantile", 0.05)
+        if not (isinstance(quantile, (int, float)) and 0 < quantile < 0.5):
+            raise InvalidConfigException(
+                f"{name}: 'oos_quantile' must be between 0 and 0.5, got {quantile!r}."
+            )
+        try:
+            resolve_encoder(config.get("encoder"))
+        except EncoderNotFoundError as e:
+            raise InvalidConfigException(
+                f"{name}: {e} Set 'encoder' to an existing model directory, a Hugging Face "
+                f"model name, or 'default' for the meta-trained encoder shipped with rasa-meta."
+            ) from e
+
+    @classmethod
+    def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
+        """Retrain when the plugin version or the encoder's weights change."""
+        try:
+            identity = encoder_fingerprint(config.get("encoder"))
+        except EncoderNotFoundError:
+            identity = str(config.get("encoder"))
+        return f"rasa-meta=={__version__}|{identity}"
+
+    # --- graph component life cycle ---------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> "MetaIntentClassifier":
+        return cls(config, model_storage, resource)
+
+    def train(self, training_data: TrainingData) -> Resource:
+        examples = [
+            m for m in training_data.intent_examples if (m.get(TEXT) or "").strip()
+        ]
+        if not examples:
+            logger.warning(
+                "rasa_meta.MetaIntentClassifier: no intent examples with text in the training "
+                "data; skipping training. Add examples under 'nlu:' to get intent predictions."
+            )
+            return self._resource
+        texts = [m.get(TEXT) for m in examples]
+        labels = [m.get(INTENT) for m in examples]
+        if self.model.is_trained:  # `rasa train --finetune`: adapt the loaded model further
+            self.model.config.epochs = int(self.component_config.get("epochs", 0))
+        self.model.fit(texts, labels)
+        self.persist()
+        return self._resource
+
+    def persist(self) -> None:
+        if not self.model.is_trained:
+            return
+        with self._model_storage.write_to(self._resource) as directory:
+            self.model.save(directory)
+
+    @classmethod
+    def load(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> "MetaIntentClassifier":
+        try:
+            with model_storage.read_from(resource) as directory:
+                model = FewShotIntentModel.load(directory, FewShotConfig.from_dict(config))
+        except ModelLoadError:
+            raise
+        except ValueError:
+            logger.debug(
+                "rasa_meta.MetaIntentClassifier: no trained model in the archive (trained "
+                "without NLU examples?); it will predict no intent."
+            )
+            return cls(config, model_storage, resource)
+        return cls(config, model_storage, resource, model)
+
+    # --- inference -----------------------------------------------------------------------------
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        """Set `intent` and `intent_ranking` on each message (one batch per call)."""
+        texts = [(m.get(TEXT) or "") for m in messages]
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        for i, message in enumerate(messages):
+            if i not in set(todo) or not self.model.is_trained:
+                self._set_empty(message)
+        if not todo or not self.model.is_trained:
+            return messages
+        with self._lock, torch.inference_mode():
+            emb = self.model.embed([texts[i] for i in todo])
+            probs, in_scope, _ = self.model.predict_embeddings(emb)
+        labels = self.model.labels
+        limit = int(self.component_config.get("ranking_length", 10))
+        explain = bool(self.component_config.get("explain", False))
+        for row, i in enumerate(todo):
+            scores = probs[row].tolist()
+            order = sorted(range(len(labels)), key=lambda j: -scores[j])
+            if limit > 0:
+                order = order[:limit]
+            ranking = [
+                {INTENT_NAME_KEY: labels[j], PREDICTED_CONFIDENCE_KEY: float(scores[j])}
+                for j in order
+            ]
+            messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
+            messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+            if explain:
+                messages[i].set(
+                    EXPLANATION_KEY, self._explain(emb[row], ranking, float(in_scope[row])),
+                    add_to_output=True,
+                )
+        return messages
+
+    def _explain(self, emb: torch.Tensor, ranking: List[Dict], in_scope: float) -> Dict:
+        k = int(self.component_config.get("explain_top_k", 3))
+        return {
+            "in_scope_probability": in_scope,
+            "intents": [
+                {
+                    "intent": item[INTENT_NAME_KEY],
+                    "nearest_examples": [
+                        {"text": text, "similarity": sim}
+                        for text, sim in self.model.nearest_examples(emb, item[INTENT_NAME_KEY], k)
+                    ],
+                }
+                for item in ranking[:k]
+            ],
+        }
+
+    @staticmethod
+    def _set_empty(message: Message) -> None:
+        message.set(
+            INTENT, {INTENT_NAME_KEY: None, PREDICTED_CONFIDENCE_KEY: 0.0}, add_to_output=True
+        )
+        message.set(INTENT_RANKING_KEY, [], add_to_output=True)
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        return training_data

@@ -1,0 +1,89 @@
+"""Heads over the encoder's unit vectors: prototypes (one mean per intent) or matching
+(attention over every support example). Both are fitted in closed form, no training loop."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+HEAD_TYPES = ("prototype", "matching")
+
+
+def label_index(labels: Sequence[str]) -> tuple:
+    """Sorted distinct labels and each example's index into them."""
+    names = sorted(set(labels))
+    pos = {n: i for i, n in enumerate(names)}
+    return names, torch.tensor([pos[lab] for lab in labels], dtype=torch.long)
+
+
+def class_means(embeddings: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Unit-length mean embedding of each class."""
+    sums = torch.zeros(n_classes, embeddings.shape[1], dtype=embeddings.dtype)
+    sums.index_add_(0, targets, embeddings)
+    counts = torch.bincount(targets, minlength=n_classes).clamp(min=1).unsqueeze(1)
+    return F.normalize(sums / counts, dim=-1)
+
+
+class PrototypeHead:
+    """Nearest-prototype classifier: softmax over cosine similarity / temperature."""
+
+    kind = "prototype"
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        self.temperature = float(temperature)
+        self.labels: List[str] = []
+        self.support = torch.zeros(0, 0)
+        self.support_targets = torch.zeros(0, dtype=torch.long)
+        self.prototypes = torch.zeros(0, 0)
+
+    def fit(self, embeddings: torch.Tensor, labels: Sequence[str]) -> "PrototypeHead":
+        self.labels, self.support_targets = label_index(labels)
+        self.support = embeddings.float().cpu()
+        self.prototypes = class_means(self.support, self.support_targets, len(self.labels))
+        return self
+
+    def similarities(self, queries: torch.Tensor) -> torch.Tensor:
+        """(n, classes) cosine similarity of each query to each intent."""
+        return queries.float() @ self.prototypes.T
+
+    def predict_proba(self, queries: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.similarities(queries) / self.temperature, dim=-1)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {"support": self.support, "support_targets": self.support_targets}
+
+    def load_state(self, labels: List[str], state: Dict[str, torch.Tensor]) -> "PrototypeHead":
+        self.labels = list(labels)
+        self.support = state["support"].float()
+        self.support_targets = state["support_targets"].long()
+        self.prototypes = class_means(self.support, self.support_targets, len(self.labels))
+        return self
+
+
+class MatchingHead(PrototypeHead):
+    """Matching network: attention over all support examples; a class's probability is
+    the attention mass on its examples. Keeps multi-modal intents apart where a mean blurs."""
+
+    kind = "matching"
+
+    def similarities(self, queries: torch.Tensor) -> torch.Tensor:
+        """(n, classes) similarity to each intent's nearest example."""
+        sims = queries.float() @ self.support.T
+        out = torch.full((sims.shape[0], len(self.labels)), -1.0)
+        index = self.support_targets.unsqueeze(0).expand_as(sims)
+        return out.scatter_reduce(1, index, sims, reduce="amax", include_self=True)
+
+    def predict_proba(self, queries: torch.Tensor) -> torch.Tensor:
+        attention = torch.softmax(queries.float() @ self.support.T / self.temperature, dim=-1)
+        probs = torch.zeros(attention.shape[0], len(self.labels))
+        return probs.index_add_(1, self.support_targets, attention)
+
+
+def make_head(kind: str, temperature: float) -> PrototypeHead:
+    if kind == "prototype":
+        return PrototypeHead(temperature)
+    if kind == "matching":
+        return MatchingHead(temperature)
+    raise ValueError(f"Unknown head '{kind}', expected one of {HEAD_TYPES}.")

@@ -1,0 +1,74 @@
+"""Metric meta-learning objectives over unit-length embeddings of one episode."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+OBJECTIVES = ("prototypical", "contrastive", "both")
+
+
+def prototypes(support: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Unit-length class means of the support embeddings (differentiable)."""
+    one_hot = F.one_hot(targets, n_classes).to(support.dtype)  # (s, c)
+    means = one_hot.T @ support / one_hot.sum(0).clamp(min=1).unsqueeze(1)
+    return F.normalize(means, dim=-1)
+
+
+def prototypical_loss(
+    support: torch.Tensor,
+    support_targets: torch.Tensor,
+    query: torch.Tensor,
+    query_targets: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy of queries over ``scale * cos(query, prototype)`` (Snell et al. 2017)."""
+    n_classes = int(support_targets.max()) + 1
+    logits = scale * query @ prototypes(support, support_targets, n_classes).T
+    return F.cross_entropy(logits, query_targets)
+
+
+def supervised_contrastive_loss(
+    embeddings: torch.Tensor, targets: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) over one batch.
+
+    Every same-label pair is a positive and every other example a negative, computed from a
+    single (b, b) similarity matrix: no list of pairs is ever built, so the cost grows with
+    the batch, not with the number of pairs a Siamese dataset would enumerate.
+    """
+    b = embeddings.shape[0]
+    logits = embeddings @ embeddings.T / temperature
+    self_mask = torch.eye(b, dtype=torch.bool, device=embeddings.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (targets.unsqueeze(0) == targets.unsqueeze(1)) & ~self_mask
+    n_pos = positives.sum(1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        return embeddings.sum() * 0.0
+    pos_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)
+    return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
+
+
+def episode_loss(
+    objective: str,
+    support: torch.Tensor,
+    support_targets: torch.Tensor,
+    query: torch.Tensor,
+    query_targets: torch.Tensor,
+    scale: torch.Tensor,
+    contrastive_temperature: float = 0.07,
+) -> torch.Tensor:
+    """The chosen objective on one episode ("both" adds them with equal weight)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective '{objective}', expected one of {OBJECTIVES}.")
+    loss = support.new_zeros(())
+    if objective in ("prototypical", "both"):
+        loss = loss + prototypical_loss(support, support_targets, query, query_targets, scale)
+    if objective in ("contrastive", "both"):
+        emb = torch.cat([support, query])
+        loss = loss + supervised_contrastive_loss(
+            emb, torch.cat([support_targets, query_targets]), contrastive_temperature
+        )
+    return loss

@@ -1,0 +1,276 @@
+"""Episodic meta-training of the sentence encoder.
+
+Each step samples an N-way K-shot episode from the meta-train intents, embeds support and
+query, and descends the prototypical and/or supervised-contrastive loss. Every
+``eval_every`` steps the encoder is scored on fixed episodes over held-out (class-disjoint)
+intents; the best state is kept and training stops when it no longer improves.
+
+Multi-GPU: launch with ``torchrun --nproc_per_node=G -m rasa_meta.cli meta-train ...``; each
+process samples its own episodes and gradients are averaged by DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from rasa_meta import __version__
+from rasa_meta.corpus import IntentCorpus, corpus_family, load_corpus
+from rasa_meta.encoder import (
+    BASE_ENCODER,
+    SentenceEncoder,
+    mean_pool,
+    save_checkpoint,
+    set_trainable_layers,
+    trainable_state,
+)
+from rasa_meta.episodes import Episode, EpisodeSampler, split_classes
+from rasa_meta.losses import OBJECTIVES, episode_loss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MetaTrainingArguments:
+    """Everything that defines a meta-training run (recorded in the checkpoint)."""
+
+    output_dir: str = "runs/meta-encoder"
+    base_model: str = BASE_ENCODER
+    corpora: List[str] = field(default_factory=lambda: ["BANKING77", "CLINC150"])
+    exclude: List[str] = field(default_factory=list)  # dataset families left out
+    objective: str = "prototypical"
+    episodes: int = 1000
+    n_way: int = 10
+    k_shot: int = 5
+    q_query: int = 5
+    learning_rate: float = 3e-5
+    train_layers: int = -1  # top transformer blocks to train; -1 trains all
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True  # bf16 autocast on CUDA
+    max_length: int = 64
+    domain_prob: float = 0.5
+    valid_fraction: float = 0.2
+    valid_episodes: int = 40
+    eval_every: int = 100
+    patience: int = 4
+    init_scale: float = 20.0
+    contrastive_temperature: float = 0.07
+    save_delta: bool = False  # write only the trained parameters (float16) over base_model
+    data_root: Optional[str] = None
+
+    def validate(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got '{self.objective}'.")
+        if self.episodes < 1 or self.eval_every < 1:
+            raise ValueError("episodes and eval_every must be positive.")
+
+
+@dataclass
+class MetaTrainingResult:
+    output_dir: Path
+    best_valid_accuracy: float
+    best_step: int
+    steps: int
+    seconds: float
+    history: List[Dict[str, float]]
+
+
+class MetaLearner(nn.Module):
+    """The encoder's transformer plus the learnable similarity scale of the prototypical loss."""
+
+    def __init__(self, model: nn.Module, init_scale: float) -> None:
+        super().__init__()
+        self.model = model
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def episode_accuracy(encoder: SentenceEncoder, episodes: List[Episode]) -> float:
+    """Nearest-prototype accuracy on episodes, each distinct text embedded once."""
+    texts = sorted({t for ep in episodes for t in ep.support_texts + ep.query_texts})
+    emb = encoder.encode(texts, batch_size=128)
+    row = {t: i for i, t in enumerate(texts)}
+    correct = total = 0
+    for ep in episodes:
+        s = emb[[row[t] for t in ep.support_texts]]
+        q = emb[[row[t] for t in ep.query_texts]]
+        protos = torch.zeros(ep.n_way, s.shape[1]).index_add_(0, ep.support_targets, s)
+        pred = (q @ F.normalize(protos, dim=-1).T).argmax(1)
+        correct += int((pred == ep.query_targets).sum())
+        total += len(ep.query_texts)
+    return correct / max(total, 1)
+
+
+def load_meta_corpora(args: MetaTrainingArguments) -> List[IntentCorpus]:
+    root = Path(args.data_root) if args.data_root else None
+    excluded = {e.upper() for e in args.exclude}
+    corpora = []
+    for spec in args.corpora:
+        corpus = load_corpus(spec, root)
+        if corpus_family(corpus.name).upper() in excluded or spec.upper() in excluded:
+            logger.info("Leaving %s out of meta-training.", spec)
+            continue
+        corpora.append(corpus)
+    if not corpora:
+        raise ValueError("No corpus left for meta-training after --exclude.")
+    return corpora
+
+
+def meta_train(
+    args: MetaTrainingArguments, corpora: Optional[List[IntentCorpus]] = None
+) -> MetaTrainingResult:
+    """Run episodic meta-training and write the best checkpoint to ``args.output_dir``."""
+    args.validate()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        rank = torch.distributed.get_rank()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(f"cuda:{local_rank}" if backend == "nccl" else "cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        device = pick_device(args.device)
+    seed_everything(args.seed + rank)
+
+    corpora = corpora if corpora is not None else load_meta_corpora(args)
+    splits = [split_classes(c, args.valid_fraction, args.seed) for c in corpora]
+    train_sampler = EpisodeSampler(
+        [tr for tr, _ in splits], args.n_way, args.k_shot, args.q_query,
+        seed=args.seed + rank, domain_prob=args.domain_prob,
+    )
+    valid_sampler = EpisodeSampler(
+        [va for _, va in splits], args.n_way, args.k_shot, args.q_query,
+        seed=args.seed + 10_000, domain_prob=args.domain_prob,
+    )
+    valid_episodes = valid_sampler.take(args.valid_episodes)
+
+    encoder = SentenceEncoder.from_pretrained(args.base_model, max_length=args.max_length)
+    encoder.to(device)
+    trained_names = set_trainable_layers(encoder.model, args.train_layers)
+    learner = MetaLearner(encoder.model, args.init_scale).to(device)
+    module: nn.Module = learner
+    if distributed:
+        module = nn.parallel.DistributedDataParallel(
+            learner,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=args.train_layers < 0,
+        )
+    params = [p for p in learner.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.01)
+    warmup = max(1, args.episodes // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup)
+        * max(0.0, 0.5 * (1 + math.cos(math.pi * min(s, args.episodes) / args.episodes))),
+    )
+    autocast = args.mixed_precision and device.type == "cuda"
+
+    out_dir = Path(args.output_dir)
+    history: List[Dict[str, float]] = []
+    best_acc = episode_accuracy(encoder, valid_episodes)
+    best_step, best_state, best_scale = 0, None, learner.log_scale.exp().item()
+    history.append({"step": 0, "loss": float("nan"), "valid_accuracy": best_acc})
+    bad_evals = 0
+    running = None
+    start = time.perf_counter()
+    bar = tqdm(range(1, args.episodes + 1), desc="meta-train", disable=rank != 0)
+    step = 0
+    for step in bar:
+        learner.train()
+        ep = train_sampler.sample()
+        batch = encoder.tokenize(ep.support_texts + ep.query_texts)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            emb = module(batch["input_ids"], batch["attention_mask"])
+        n_s = len(ep.support_texts)
+        loss = episode_loss(
+            args.objective,
+            emb[:n_s], ep.support_targets.to(device),
+            emb[n_s:], ep.query_targets.to(device),
+            learner.log_scale.exp(), args.contrastive_temperature,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % args.eval_every == 0 or step == args.episodes:
+            acc = episode_accuracy(encoder, valid_episodes) if rank == 0 else 0.0
+            history.append({"step": step, "loss": running, "valid_accuracy": acc})
+            if acc > best_acc:
+                best_acc, best_step, bad_evals = acc, step, 0
+                best_state = trainable_state(encoder.model, trained_names)
+                best_scale = learner.log_scale.exp().item()
+            else:
+                bad_evals += 1
+            bar.set_postfix(loss=f"{running:.3f}", valid=f"{acc:.3f}", best=f"{best_acc:.3f}")
+            stop = torch.tensor(float(bad_evals >= args.patience), device=device)
+            if distributed:
+                torch.distributed.broadcast(stop, 0)
+            if stop.item():
+                logger.info("Early stop at step %d (best %.4f at %d).", step, best_acc, best_step)
+                break
+    seconds = time.perf_counter() - start
+
+    if rank == 0:
+        if best_state is not None:
+            with torch.no_grad():
+                named = dict(encoder.model.named_parameters())
+                for name, value in best_state.items():
+                    named[name].copy_(value.to(device))
+        encoder.to("cpu")
+        meta = {
+            "rasa_meta_version": __version__,
+            "base_model": args.base_model,
+            "corpora": [c.name for c in corpora],
+            "excluded": list(args.exclude),
+            "objective": args.objective,
+            "steps": step,
+            "best_step": best_step,
+            "seed": args.seed,
+            "meta_valid_accuracy": best_acc,
+            "meta_valid_episodes": f"{args.valid_episodes}x {args.n_way}-way {args.k_shot}-shot",
+            "similarity_scale": best_scale,
+            "train_seconds": round(seconds, 1),
+            "arguments": asdict(args),
+            "history": history,
+        }
+        save_checkpoint(
+            encoder, out_dir, meta, delta_names=trained_names if args.save_delta else None
+        )
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return MetaTrainingResult(out_dir, best_acc, best_step, step, seconds, history)

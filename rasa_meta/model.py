@@ -1,0 +1,207 @@
+"""The few-shot intent model, free of Rasa: encoder (body) + head + out-of-scope calibrator.
+
+``FewShotIntentModel.fit`` adapts to a bot's examples; ``predict`` returns calibrated
+confidences; ``save``/``load`` write everything to one directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rasa_meta import __version__
+from rasa_meta.adapt import finetune_encoder
+from rasa_meta.encoder import (
+    DEFAULT_ENCODER,
+    SentenceEncoder,
+    apply_delta,
+    encoder_fingerprint,
+    trainable_state,
+)
+from rasa_meta.heads import PrototypeHead, make_head
+from rasa_meta.oos import InScopeCalibrator
+
+logger = logging.getLogger(__name__)
+
+HEAD_FILE = "head.safetensors"
+DELTA_FILE = "encoder_delta.safetensors"
+MODEL_FILE = "model.json"
+FALLBACK_TEMPERATURE = 0.05
+
+
+@dataclass
+class FewShotConfig:
+    """Training arguments of the classifier; the component's config keys, one to one."""
+
+    encoder: str = DEFAULT_ENCODER
+    max_length: int = 128
+    batch_size: int = 64
+    device: str = "auto"
+    head: str = "prototype"
+    temperature: Optional[float] = None  # None: the scale learned in meta-training
+    epochs: int = 0  # inner-loop fine-tuning epochs over the bot's examples
+    finetune_layers: int = 2
+    finetune_learning_rate: float = 2e-5
+    out_of_scope_detection: bool = True
+    oos_quantile: float = 0.05
+    random_seed: int = 42
+
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any]) -> "FewShotConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names})
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class FewShotIntentModel:
+    """Encoder + head: adapts to labelled texts, predicts intent distributions."""
+
+    def __init__(self, config: FewShotConfig, encoder: Optional[SentenceEncoder] = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self._encoder = encoder
+        self.head: Optional[PrototypeHead] = None
+        self.calibrator = InScopeCalibrator()
+        self.texts: List[str] = []
+        self.delta: Dict[str, torch.Tensor] = {}
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = SentenceEncoder.from_pretrained(
+                self.config.encoder, self.config.max_length
+            )
+            self._encoder.to(self.device)
+        return self._encoder
+
+    @property
+    def temperature(self) -> float:
+        if self.config.temperature is not None:
+            return float(self.config.temperature)
+        scale = self.encoder.metadata.get("similarity_scale")
+        return 1.0 / float(scale) if scale else FALLBACK_TEMPERATURE
+
+    @property
+    def labels(self) -> List[str]:
+        return self.head.labels if self.head is not None else []
+
+    @property
+    def is_trained(self) -> bool:
+        return self.head is not None and len(self.head.labels) > 0
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encoder.encode(list(texts), batch_size=self.config.batch_size)
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "FewShotIntentModel":
+        """Adapt to the examples: optional inner-loop fine-tuning, then prototypes."""
+        texts, labels = list(texts), list(labels)
+        if self.config.epochs > 0:
+            changed = finetune_encoder(
+                self.encoder,
+                texts,
+                labels,
+                epochs=self.config.epochs,
+                learning_rate=self.config.finetune_learning_rate,
+                train_layers=self.config.finetune_layers,
+                scale=1.0 / self.temperature,
+                seed=self.config.random_seed,
+            )
+            if changed:
+                self.delta = trainable_state(self.encoder.model, changed)
+        self.texts = texts
+        self.head = make_head(self.config.head, self.temperature).fit(self.embed(texts), labels)
+        if self.config.out_of_scope_detection:
+            self.calibrator = InScopeCalibrator.fit(self.head, self.config.oos_quantile)
+        return self
+
+    def predict(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Confidences (n, intents), in-scope probability (n,), similarities (n, intents).
+
+        Confidence = p(intent | in scope) * p(in scope): rows sum to the in-scope
+        probability, which is 1 for messages as close to an intent as its typical example.
+        """
+        assert self.head is not None, "predict() needs a fitted model"
+        return self.predict_embeddings(self.embed(texts))
+
+    def predict_embeddings(
+        self, emb: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self.head is not None, "predict() needs a fitted model"
+        sims = self.head.similarities(emb)
+        probs = self.head.predict_proba(emb)
+        in_scope = self.calibrator(sims.max(1).values)
+        return probs * in_scope.unsqueeze(1), in_scope, sims
+
+    def nearest_examples(self, emb: torch.Tensor, intent: str, k: int) -> List[Tuple[str, float]]:
+        """The ``k`` training examples of ``intent`` closest to one embedding."""
+        assert self.head is not None
+        target = self.head.labels.index(intent)
+        idx = (self.head.support_targets == target).nonzero().flatten()
+        sims = self.head.support[idx] @ emb.float()
+        top = sims.topk(min(k, len(idx)))
+        return [(self.texts[int(idx[i])], float(s)) for s, i in zip(top.values, top.indices)]
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def save(self, directory: Union[str, Path]) -> None:
+        assert self.head is not None
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
+                  str(directory / HEAD_FILE))
+        if self.delta:
+            save_file(self.delta, str(directory / DELTA_FILE))
+        meta = {
+            "rasa_meta_version": __version__,
+            "config": asdict(self.config),
+            "encoder_fingerprint": encoder_fingerprint(self.config.encoder),
+            "labels": self.head.labels,
+            "texts": self.texts,
+            "temperature": self.head.temperature,
+            "calibrator": self.calibrator.to_dict(),
+        }
+        (directory / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(
+        cls, directory: Union[str, Path], config: Optional[FewShotConfig] = None
+    ) -> "FewShotIntentModel":
+        """Read a saved model fully into memory. ``config`` may override e.g. the device."""
+        directory = Path(directory)
+        meta_file = directory / MODEL_FILE
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"Cannot read '{meta_file}': {e}") from e
+        saved = FewShotConfig.from_dict(meta["config"])
+        if config is not None:
+            saved.device = config.device
+            saved.batch_size = config.batch_size
+        model = cls(saved)
+        try:
+            state = load_file(str(directory / HEAD_FILE))
+            if (directory / DELTA_FILE).is_file():
+                model.delta = load_file(str(directory / DELTA_FILE))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise ModelLoadError(f"Cannot read model file in '{directory}': {e}") from e
+        if model.delta:
+            apply_delta(model.encoder.model, model.delta)
+        model.head = make_head(saved.head, meta["temperature"]).load_state(meta["labels"], state)
+        model.texts = list(meta["texts"])
+        model.calibrator = InScopeCalibrator.from_dict(meta["calibrator"])
+        return model
+
+
+class ModelLoadError(ValueError):
+    """A saved model directory is missing a file or holds a corrupt one."""
