@@ -160,7 +160,7 @@ class SentenceEncoder(nn.Module):
             with _quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(model_dir)
                 model = AutoModel.from_pretrained(model_dir)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # missing files, or no usable tokenizer/config
             raise EncoderNotFoundError(f"Cannot load encoder '{name_or_path}': {e}") from e
         if delta_file is not None:
             apply_delta(model, load_file(str(delta_file)))

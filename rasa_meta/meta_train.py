@@ -65,6 +65,7 @@ class MetaTrainingArguments:
     domain_prob: float = 0.5
     valid_fraction: float = 0.2
     valid_episodes: int = 40
+    valid_n_way: int = 0  # classes per meta-valid episode; 0: every meta-valid intent (hardest)
     eval_every: int = 100
     patience: int = 4
     init_scale: float = 20.0
@@ -170,8 +171,9 @@ def meta_train(
         [tr for tr, _ in splits], args.n_way, args.k_shot, args.q_query,
         seed=args.seed + rank, domain_prob=args.domain_prob,
     )
+    valid_n_way = args.valid_n_way or max(len(va.intents) for _, va in splits)
     valid_sampler = EpisodeSampler(
-        [va for _, va in splits], args.n_way, args.k_shot, args.q_query,
+        [va for _, va in splits], valid_n_way, args.k_shot, args.q_query,
         seed=args.seed + 10_000, domain_prob=args.domain_prob,
     )
     valid_episodes = valid_sampler.take(args.valid_episodes)
@@ -261,7 +263,7 @@ def meta_train(
             "best_step": best_step,
             "seed": args.seed,
             "meta_valid_accuracy": best_acc,
-            "meta_valid_episodes": f"{args.valid_episodes}x {args.n_way}-way {args.k_shot}-shot",
+            "meta_valid_episodes": f"{args.valid_episodes}x {valid_n_way}-way {args.k_shot}-shot",
             "similarity_scale": best_scale,
             "train_seconds": round(seconds, 1),
             "arguments": asdict(args),

@@ -1,0 +1,129 @@
+"""The ``rasa-meta`` command line: meta-train, evaluate, benchmark, check-data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from typing import List, Optional
+
+from rasa_meta.meta_train import MetaTrainingArguments
+
+
+def _add_meta_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "meta-train",
+        help="Meta-train an encoder on N-way K-shot episodes and write a checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = MetaTrainingArguments()
+    p.add_argument("--corpora", nargs="+", default=defaults.corpora,
+                   help="Known corpus names (BANKING77, CLINC150), split folders or Rasa NLU "
+                        "YAML files.")
+    p.add_argument("--exclude", nargs="*", default=[],
+                   help="Datasets to leave out (their whole family, e.g. BANKING77 also drops "
+                        "BANKING77-OOS).")
+    p.add_argument("--base-model", default=defaults.base_model)
+    p.add_argument("--objective", default=defaults.objective,
+                   choices=["prototypical", "contrastive", "both"])
+    p.add_argument("--episodes", type=int, default=defaults.episodes)
+    p.add_argument("--n-way", type=int, default=defaults.n_way)
+    p.add_argument("--k-shot", type=int, default=defaults.k_shot)
+    p.add_argument("--q-query", type=int, default=defaults.q_query)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--train-layers", type=int, default=defaults.train_layers,
+                   help="Top transformer blocks to train (-1: all).")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-mixed-precision", action="store_true",
+                   help="Disable bf16 autocast on CUDA.")
+    p.add_argument("--max-length", type=int, default=defaults.max_length)
+    p.add_argument("--domain-prob", type=float, default=defaults.domain_prob)
+    p.add_argument("--valid-episodes", type=int, default=defaults.valid_episodes)
+    p.add_argument("--valid-n-way", type=int, default=defaults.valid_n_way,
+                   help="Classes per meta-valid episode (0: all meta-valid intents).")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument("--save-delta", action="store_true",
+                   help="Store only the trained parameters (float16) over the base model.")
+    p.add_argument("--data-root", default=None, help="Folder holding the corpora.")
+    p.add_argument("--output-dir", required=True)
+
+
+def _run_meta_train(ns: argparse.Namespace) -> int:
+    from rasa_meta.meta_train import meta_train
+
+    names = {f.name for f in fields(MetaTrainingArguments)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    values["mixed_precision"] = not ns.no_mixed_precision
+    result = meta_train(MetaTrainingArguments(**values))
+    print(
+        json.dumps(
+            {
+                "output_dir": str(result.output_dir),
+                "meta_valid_accuracy": round(result.best_valid_accuracy, 4),
+                "best_step": result.best_step,
+                "steps": result.steps,
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    )
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="Few-shot accuracy of an encoder (no Rasa): heads over frozen embeddings.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--encoder", default="default")
+    p.add_argument("--dataset", required=True, help="BANKING77 or CLINC150 (or a folder)")
+    p.add_argument("--train-split", default="train_10")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--heads", nargs="+", default=["prototype", "matching", "logreg"])
+    p.add_argument("--data-root", default=None)
+
+
+def _run_evaluate(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rasa_meta.corpus import data_root, load_split
+    from rasa_meta.encoder import SentenceEncoder
+    from rasa_meta.evaluation import evaluate_encoder
+
+    root = Path(ns.data_root) if ns.data_root else data_root()
+    train = load_split(root / ns.dataset / ns.train_split)
+    test = load_split(root / ns.dataset / ns.test_split)
+    encoder = SentenceEncoder.from_pretrained(ns.encoder)
+    results = evaluate_encoder(encoder, train, test, ns.heads)
+    print(json.dumps({"encoder": ns.encoder, "dataset": ns.dataset,
+                      "train": ns.train_split, "test": ns.test_split, "results": results}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rasa-meta", description="Few-shot intent classification for Rasa."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_meta_train(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+COMMANDS = {"meta-train": _run_meta_train, "evaluate": _run_evaluate}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING)
+    return COMMANDS[ns.command](ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

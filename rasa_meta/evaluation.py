@@ -1,0 +1,126 @@
+"""Metrics and few-shot evaluation of an encoder on a labelled train/test pair (no Rasa)."""
+
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from rasa_meta.corpus import IntentCorpus
+from rasa_meta.encoder import SentenceEncoder
+from rasa_meta.heads import make_head
+
+
+def accuracy(gold: Sequence[str], pred: Sequence[Optional[str]]) -> float:
+    if len(gold) != len(pred):
+        raise ValueError("gold and pred differ in length")
+    return sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
+
+
+def macro_f1(gold: Sequence[str], pred: Sequence[Optional[str]]) -> float:
+    """Unweighted mean of per-class F1 over the gold classes."""
+    classes = sorted(set(gold))
+    if not classes:
+        return 0.0
+    scores = []
+    for c in classes:
+        tp = sum(g == c and p == c for g, p in zip(gold, pred))
+        fp = sum(g != c and p == c for g, p in zip(gold, pred))
+        fn = sum(g == c and p != c for g, p in zip(gold, pred))
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100), as numpy's default."""
+    if len(values) == 0:
+        raise ValueError("percentile of no values")
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def auroc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    pos = np.asarray(positive_scores, dtype=float)
+    neg = np.asarray(negative_scores, dtype=float)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("auroc needs positive and negative scores")
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    ranks[order] = np.arange(1, len(allv) + 1)
+    for v in np.unique(allv):  # average ranks of ties
+        tie = allv == v
+        ranks[tie] = ranks[tie].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    conf = np.asarray(confidences, dtype=float)
+    ok = np.asarray(correct, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        if mask.any():
+            ece += mask.mean() * abs(ok[mask].mean() - conf[mask].mean())
+    return float(ece)
+
+
+def sample_shots(corpus: IntentCorpus, shots: int, seed: int) -> IntentCorpus:
+    """``shots`` examples per intent drawn with a seed (all of them where there are fewer)."""
+    rng = random.Random(seed)
+    texts: List[str] = []
+    labels: List[str] = []
+    for intent, examples in sorted(corpus.by_intent().items()):
+        chosen = rng.sample(examples, min(shots, len(examples)))
+        texts += chosen
+        labels += [intent] * len(chosen)
+    return IntentCorpus(f"{corpus.name}:{shots}-shot:seed{seed}", texts, labels, corpus.domains)
+
+
+def fit_logistic_regression(train_emb: torch.Tensor, train_labels: Sequence[str]):
+    """A scikit-learn logistic regression over embeddings (the ``logreg`` baseline head)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000, C=10.0)
+    clf.fit(train_emb.numpy(), list(train_labels))
+    return clf
+
+
+def logistic_regression_predict(
+    train_emb: torch.Tensor, train_labels: Sequence[str], test_emb: torch.Tensor
+) -> List[str]:
+    clf = fit_logistic_regression(train_emb, train_labels)
+    return list(clf.predict(test_emb.numpy()))
+
+
+def evaluate_encoder(
+    encoder: SentenceEncoder,
+    train: IntentCorpus,
+    test: IntentCorpus,
+    heads: Sequence[str] = ("prototype",),
+    test_embeddings: Optional[torch.Tensor] = None,
+) -> Dict[str, Dict[str, float]]:
+    """Accuracy and macro-F1 of each head (prototype, matching, logreg) on ``test``."""
+    train_emb = encoder.encode(train.texts, batch_size=128)
+    test_emb = (
+        test_embeddings if test_embeddings is not None else encoder.encode(test.texts, 128)
+    )
+    results = {}
+    for head in heads:
+        if head == "logreg":
+            pred = logistic_regression_predict(train_emb, train.labels, test_emb)
+        else:
+            h = make_head(head, 0.05).fit(train_emb, train.labels)
+            pred = [h.labels[i] for i in h.predict_proba(test_emb).argmax(1).tolist()]
+        results[head] = {
+            "accuracy": accuracy(test.labels, pred),
+            "macro_f1": macro_f1(test.labels, pred),
+        }
+    return results

@@ -1,0 +1,244 @@
+"""MetaIntentClassifier as Rasa runs it: train -> process -> persist -> load, config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.shared.exceptions import InvalidConfigException
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from rasa_meta import __version__
+from rasa_meta.component import MetaIntentClassifier
+from tests.conftest import TOY_DATA, toy_corpus
+
+
+def new_storage(path: Path) -> LocalModelStorage:
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalModelStorage(path)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalModelStorage:
+    return new_storage(tmp_path / "storage")
+
+
+@pytest.fixture
+def config(tiny_encoder_dir) -> Dict[str, Any]:
+    return {**MetaIntentClassifier.get_default_config(), "encoder": str(tiny_encoder_dir)}
+
+
+def context(finetuning: bool = False) -> ExecutionContext:
+    return ExecutionContext(GraphSchema({}), "test-model", is_finetuning=finetuning)
+
+
+def training_data(pairs=None) -> TrainingData:
+    if pairs is None:
+        texts, labels = toy_corpus()
+        pairs = list(zip(texts, labels))
+    return TrainingData([Message(data={"text": t, "intent": i}) for t, i in pairs])
+
+
+def train(config, storage, name="clf", data=None) -> MetaIntentClassifier:
+    clf = MetaIntentClassifier.create(config, storage, Resource(name), context())
+    assert clf.train(data if data is not None else training_data()) == Resource(name)
+    return clf
+
+
+def parse(clf: MetaIntentClassifier, texts: List[str]) -> List[Message]:
+    return clf.process([Message(data={"text": t}) for t in texts])
+
+
+def load(config, storage, name="clf") -> MetaIntentClassifier:
+    return MetaIntentClassifier.load(config, storage, Resource(name), context())
+
+
+QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]
+
+
+def test_train_process_persist_load_identical(config, storage):
+    clf = train(config, storage)
+    before = parse(clf, QUERIES)
+    loaded = load(config, storage)
+    after = parse(loaded, QUERIES)
+    for a, b in zip(before, after):
+        assert a.get("intent") == b.get("intent")
+        assert a.get("intent_ranking") == b.get("intent_ranking")
+
+
+def test_training_examples_are_recognised(config, storage):
+    clf = train(config, storage)
+    texts, labels = toy_corpus()
+    predicted = [m.get("intent")["name"] for m in parse(clf, texts)]
+    assert sum(p == g for p, g in zip(predicted, labels)) / len(labels) >= 0.9
+
+
+def test_output_format_like_diet(config, storage):
+    clf = train(config, storage)
+    for message in parse(clf, QUERIES):
+        intent, ranking = message.get("intent"), message.get("intent_ranking")
+        assert intent == ranking[0]
+        assert set(intent) == {"name", "confidence"}
+        assert all(type(r["confidence"]) is float for r in ranking)
+        confs = [r["confidence"] for r in ranking]
+        assert confs == sorted(confs, reverse=True)
+        assert all(0.0 <= c <= 1.0 for c in confs)
+        assert "intent" in message.as_dict(only_output_properties=True)
+
+
+def test_full_ranking_sums_to_one_without_oos_scaling(config, storage):
+    clf = train({**config, "ranking_length": 0, "out_of_scope_detection": False}, storage)
+    for message in parse(clf, QUERIES):
+        ranking = message.get("intent_ranking")
+        assert len(ranking) == len(TOY_DATA)
+        assert abs(sum(r["confidence"] for r in ranking) - 1.0) < 1e-5
+
+
+def test_with_oos_scaling_ranking_sums_to_in_scope_probability(config, storage):
+    clf = train({**config, "ranking_length": 0, "explain": True}, storage)
+    for message in parse(clf, QUERIES):
+        total = sum(r["confidence"] for r in message.get("intent_ranking"))
+        p_in = message.get("intent_explanation")["in_scope_probability"]
+        assert total <= 1.0 + 1e-6 and abs(total - p_in) < 1e-5
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_ranking_length_honoured(config, storage, length):
+    clf = train({**config, "ranking_length": length}, storage)
+    assert all(len(m.get("intent_ranking")) == length for m in parse(clf, QUERIES))
+
+
+def test_same_seed_same_output(config, tmp_path):
+    a = train({**config, "epochs": 1}, new_storage(tmp_path / "a"))
+    b = train({**config, "epochs": 1}, new_storage(tmp_path / "b"))
+    assert [m.get("intent_ranking") for m in parse(a, QUERIES)] == [
+        m.get("intent_ranking") for m in parse(b, QUERIES)
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_or_whitespace_text_gives_no_intent(config, storage, text):
+    clf = train(config, storage)
+    message = parse(clf, [text, "hello there"])
+    assert message[0].get("intent") == {"name": None, "confidence": 0.0}
+    assert message[0].get("intent_ranking") == []
+    assert message[1].get("intent")["name"] is not None
+
+
+def test_text_longer_than_max_length_is_truncated(config, storage):
+    clf = train({**config, "max_length": 8}, storage)
+    (message,) = parse(clf, ["where is my order " * 3000])
+    assert message.get("intent")["name"] in TOY_DATA
+
+
+def test_no_examples_skips_training_and_predicts_none(config, storage, caplog):
+    data = TrainingData([Message(data={"text": "  ", "intent": "greet"})])
+    clf = train(config, storage, data=data)
+    assert "no intent examples" in caplog.text
+    assert parse(clf, ["hello"])[0].get("intent") == {"name": None, "confidence": 0.0}
+    loaded = load(config, storage)  # nothing was persisted: an untrained instance
+    assert parse(loaded, ["hello"])[0].get("intent") == {"name": None, "confidence": 0.0}
+
+
+def test_single_intent_is_predicted_with_full_confidence(config, storage):
+    pairs = [(t, "greet") for t in TOY_DATA["greet"]]
+    clf = train(config, storage, data=training_data(pairs))
+    (message,) = parse(clf, ["hello there"])
+    assert message.get("intent") == {"name": "greet", "confidence": 1.0}
+
+
+def test_frozen_encoder_is_referenced_not_copied(config, storage, tmp_path):
+    train(config, storage)
+    files = {p.name for p in (tmp_path / "storage").rglob("*") if p.is_file()}
+    assert "model.json" in files and "head.safetensors" in files
+    assert "encoder_delta.safetensors" not in files
+
+
+def test_inner_loop_stores_changed_weights_and_reloads_them(config, storage, tmp_path):
+    clf = train({**config, "epochs": 2, "finetune_layers": 1}, storage)
+    files = {p.name for p in (tmp_path / "storage").rglob("*") if p.is_file()}
+    assert "encoder_delta.safetensors" in files
+    loaded = load(config, storage)
+    a = [m.get("intent_ranking") for m in parse(clf, QUERIES)]
+    b = [m.get("intent_ranking") for m in parse(loaded, QUERIES)]
+    assert a == b
+    plain = train(config, new_storage(tmp_path / "plain"))
+    assert [m.get("intent_ranking") for m in parse(plain, QUERIES)] != a
+
+
+def test_finetune_adapts_the_loaded_model_to_new_examples(config, storage, tmp_path):
+    train({**config, "epochs": 1}, storage)
+    loaded = MetaIntentClassifier.load(
+        {**config, "epochs": 1}, storage, Resource("clf"), context(finetuning=True)
+    )
+    texts, labels = toy_corpus()
+    pairs = list(zip(texts, labels)) + [(t, "thanks") for t in ["thanks", "thank you a lot"]]
+    out_storage = new_storage(tmp_path / "next")
+    loaded._model_storage = out_storage
+    loaded.train(training_data(pairs))
+    assert "thanks" in loaded.model.labels
+    assert parse(loaded, ["thank you a lot"])[0].get("intent")["name"] == "thanks"
+
+
+def test_training_data_without_text_is_ignored(config, storage):
+    texts, labels = toy_corpus()
+    messages = [Message(data={"text": t, "intent": i}) for t, i in zip(texts, labels)]
+    messages.append(Message(data={"intent": "ghost"}))  # e.g. a story-only intent
+    clf = train(config, storage, data=TrainingData(messages))
+    assert "ghost" not in clf.model.labels
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"device": "tpu"}, "device"),
+        ({"ranking_length": -1}, "ranking_length"),
+        ({"encoder": "./does/not/exist"}, "encoder"),
+        ({"head": "knn"}, "head"),
+        ({"temperature": 0}, "temperature"),
+        ({"epochs": -2}, "epochs"),
+    ],
+)
+def test_invalid_config_names_the_key(config, storage, override, key):
+    with pytest.raises(InvalidConfigException, match=key):
+        MetaIntentClassifier.create({**config, **override}, storage, Resource("x"), context())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda_is_a_config_error(config, storage):
+    with pytest.raises(InvalidConfigException, match="CUDA is not available"):
+        MetaIntentClassifier.create({**config, "device": "cuda"}, storage, Resource("x"), context())
+
+
+def test_fingerprint_addon_has_version_and_encoder_identity(config, tmp_path, tiny_encoder_dir):
+    import shutil
+
+    addon = MetaIntentClassifier.fingerprint_addon(config)
+    assert __version__ in addon
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_encoder_dir, copy)
+    assert MetaIntentClassifier.fingerprint_addon({**config, "encoder": str(copy)}) == addon.replace(
+        Path(tiny_encoder_dir).name, "copy"
+    )
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("32", "32 "))
+    from rasa_meta.encoder import encoder_fingerprint
+
+    encoder_fingerprint.cache_clear()
+    assert MetaIntentClassifier.fingerprint_addon({**config, "encoder": str(copy)}).split("@")[
+        1
+    ] != addon.split("@")[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_model_trained_on_gpu_loads_and_runs_on_cpu(config, storage):
+    gpu = train({**config, "device": "cuda", "epochs": 1}, storage)
+    expected = [m.get("intent")["name"] for m in parse(gpu, QUERIES)]
+    cpu = load({**config, "device": "cpu"}, storage)
+    assert cpu.model.encoder.device.type == "cpu"
+    assert [m.get("intent")["name"] for m in parse(cpu, QUERIES)] == expected

@@ -1,0 +1,58 @@
+"""Prototype and matching heads on hand-made unit vectors."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from rasa_meta.heads import MatchingHead, PrototypeHead, make_head
+
+SUPPORT = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+LABELS = ["a", "a", "b", "b"]
+
+
+def test_prototypes_are_normalised_class_means():
+    head = PrototypeHead(temperature=0.1).fit(SUPPORT, LABELS)
+    assert head.labels == ["a", "b"]
+    expected_a = F.normalize(torch.tensor([1.8, 0.6]), dim=0)
+    assert torch.allclose(head.prototypes[0], expected_a)
+
+
+def test_prototype_probabilities_match_hand_computation():
+    head = PrototypeHead(temperature=0.5).fit(SUPPORT, LABELS)
+    q = torch.tensor([[1.0, 0.0]])
+    sims = head.similarities(q)[0]
+    pa = math.exp(sims[0] / 0.5) / (math.exp(sims[0] / 0.5) + math.exp(sims[1] / 0.5))
+    probs = head.predict_proba(q)[0]
+    assert abs(float(probs[0]) - pa) < 1e-5
+    assert abs(float(probs.sum()) - 1.0) < 1e-6
+
+
+def test_matching_head_is_attention_mass_per_class():
+    head = MatchingHead(temperature=0.5).fit(SUPPORT, LABELS)
+    q = torch.tensor([[0.0, 1.0]])
+    att = torch.softmax(q @ SUPPORT.T / 0.5, dim=-1)[0]
+    probs = head.predict_proba(q)[0]
+    assert torch.allclose(probs, torch.stack([att[:2].sum(), att[2:].sum()]), atol=1e-6)
+    # similarity to a class = its nearest example
+    assert torch.allclose(head.similarities(q)[0], torch.tensor([0.6, 1.0]))
+
+
+def test_matching_keeps_a_two_cluster_intent_that_a_mean_blurs():
+    # intent "a" has two far-apart phrasings, so its mean points between them, near "b"
+    support = F.normalize(
+        torch.tensor([[1.0, 0.2], [-1.0, 0.2], [-0.5, 0.87], [-0.6, 0.8]]), dim=1
+    )
+    labels = ["a", "a", "b", "b"]
+    query = F.normalize(torch.tensor([[-0.98, 0.2]]), dim=1)
+    assert PrototypeHead(0.1).fit(support, labels).predict_proba(query).argmax() == 1
+    assert MatchingHead(0.1).fit(support, labels).predict_proba(query).argmax() == 0
+
+
+def test_state_round_trip():
+    head = make_head("matching", 0.2).fit(SUPPORT, LABELS)
+    again = make_head("matching", 0.2).load_state(head.labels, head.state_dict())
+    q = torch.randn(3, 2)
+    assert torch.allclose(head.predict_proba(q), again.predict_proba(q))
