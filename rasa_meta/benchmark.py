@@ -173,7 +173,7 @@ def build_splits(
             if k not in SHOTS:
                 raise ValueError(f"Shots must be among {list(SHOTS)}, got '{k}'.")
             if k == "full":
-                runs = [(None, "train" if yaml_train is None else "all", full_train)]
+                runs = [(None, "train" if yaml_train is None else Path(nlu_train).name, full_train)]
             elif seeds is None and yaml_train is None:
                 runs = [(None, FIXED_SPLITS[k],
                          load_split(root / name / FIXED_SPLITS[k], name=f"{name}/{k}"))]

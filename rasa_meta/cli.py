@@ -104,6 +104,81 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="Compare the plugin (trained and parsed through Rasa) with Rasa's DIET pipeline "
+             "and frozen-encoder baselines on identical splits.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--datasets", nargs="*", default=None,
+                   help="BANKING77 and/or CLINC150 (default: both, or none when --nlu-train "
+                        "is given).")
+    p.add_argument("--nlu-train", default=None, help="Rasa NLU YAML file to train on.")
+    p.add_argument("--nlu-test", default=None, help="Rasa NLU YAML file to test on.")
+    p.add_argument("--shots", nargs="+", default=None, choices=["5", "10", "full"],
+                   help="Examples per intent (default: 5 10 full).")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="Re-sample the 5/10 shots from 'train' with these seeds instead of "
+                        "using the fixed train_5/train_10 splits.")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="Subset of: rasa_meta, rasa_meta[matching], diet, minilm[centroid], "
+                        "minilm[logreg] (default: all).")
+    p.add_argument("--encoder", default="default",
+                   help="Encoder of the plugin methods ('default': the shipped meta-trained "
+                        "one; 'minilm': the frozen base model; or a checkpoint directory).")
+    p.add_argument("--output-dir", default="benchmark_results")
+    p.add_argument("--quick", action="store_true",
+                   help="Small subset that runs in minutes on a CPU: CLINC150, 10 intents, "
+                        "train_5, 100 test messages.")
+    p.add_argument("--max-intents", type=int, default=None,
+                   help="Keep this many intents per dataset (a seeded sample).")
+    p.add_argument("--max-test", type=int, default=None,
+                   help="Keep this many test messages per dataset (a seeded sample).")
+    p.add_argument("--latency-messages", type=int, default=None,
+                   help="Test messages timed one at a time (default 200; 100 with --quick).")
+    p.add_argument("--warmup-messages", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="Messages per batch for the throughput column.")
+    p.add_argument("--in-process", action="store_true",
+                   help="Run every method in this process instead of one child process each "
+                        "(peak RSS is then cumulative).")
+    p.add_argument("--data-root", default=None)
+
+
+def _run_benchmark(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rasa_meta.benchmark import run_benchmark
+
+    result = run_benchmark(
+        datasets=ns.datasets,
+        shots=ns.shots,
+        seeds=ns.seeds,
+        methods=ns.methods,
+        encoder=ns.encoder,
+        output_dir=ns.output_dir,
+        nlu_train=ns.nlu_train,
+        nlu_test=ns.nlu_test,
+        root=ns.data_root,
+        quick=ns.quick,
+        max_intents=ns.max_intents,
+        max_test=ns.max_test,
+        latency_messages=ns.latency_messages,
+        warmup_messages=ns.warmup_messages,
+        batch_size=ns.batch_size,
+        isolate=not ns.in_process,
+        show_child_output=ns.verbose,
+        command=" ".join(["rasa-meta"] + sys.argv[1:]),
+    )
+    out = Path(ns.output_dir)
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"Wrote {out / 'results.json'}, {out / 'results.md'} and "
+          f"{', '.join(Path(p).name for p in result['plots'])}.")
+    failed = [r for r in result["rows"] if r.get("error")]
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rasa-meta", description="Few-shot intent classification for Rasa."
@@ -112,10 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_meta_train(sub)
     _add_evaluate(sub)
+    _add_benchmark(sub)
     return parser
 
 
-COMMANDS = {"meta-train": _run_meta_train, "evaluate": _run_evaluate}
+COMMANDS = {
+    "meta-train": _run_meta_train,
+    "evaluate": _run_evaluate,
+    "benchmark": _run_benchmark,
+}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

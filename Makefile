@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:
+#   make demo   installs everything, trains example_bot and holds a short scripted conversation
+#   make test   installs everything (if needed), lints and runs the test suite
+# Rasa 3.6 needs Python 3.8-3.10; PYTHON picks python3.10 from PATH or pyenv.
+PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint benchmark clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or run make PYTHON=/path/to/python3.10"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip<25"
+	# one resolver call: installing torch/transformers separately would upgrade Rasa's pins
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+demo: install
+	cd example_bot && ../$(BIN)/rasa train && ../$(BIN)/python converse.py
+
+lint: install
+	$(BIN)/ruff check rasa_meta tests example_bot scripts
+
+test: lint
+	$(BIN)/python -m pytest
+
+benchmark: install
+	$(BIN)/rasa-meta benchmark --output-dir benchmark_results
+
+clean:
+	rm -rf $(VENV) example_bot/models example_bot/.rasa

@@ -1,0 +1,89 @@
+"""A few meta-training steps on a tiny random encoder: loss falls, checkpoint loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rasa_meta.corpus import IntentCorpus
+from rasa_meta.encoder import SentenceEncoder, read_metadata
+from rasa_meta.meta_train import MetaTrainingArguments, meta_train
+from rasa_meta.model import FewShotConfig, FewShotIntentModel
+
+WORDS = ["order", "refund", "card", "weather", "music", "alarm", "flight", "hotel"]
+
+
+def word_corpus(name: str, offset: int = 0) -> IntentCorpus:
+    """Each intent is one topic word in varied frames: easy to learn, hard for random weights."""
+    frames = ["i have a question about my {}", "{} please", "help with {} now",
+              "what about the {}", "tell me about {}", "{} is not working",
+              "can you check my {}", "the {} again", "about {} today", "my {} issue"]
+    texts, labels = [], []
+    for i, word in enumerate(WORDS):
+        for frame in frames:
+            texts.append(frame.format(word))
+            labels.append(f"{name}_{word}")
+    return IntentCorpus(name, texts, labels, {f"{name}_{w}": f"d{i % 2}" for i, w in
+                                              enumerate(WORDS)})
+
+
+@pytest.mark.parametrize("objective", ["prototypical", "contrastive"])
+def test_meta_training_lowers_loss_and_writes_a_loadable_checkpoint(
+    tiny_encoder_dir, tmp_path, objective
+):
+    args = MetaTrainingArguments(
+        output_dir=str(tmp_path / "ckpt"), base_model=str(tiny_encoder_dir),
+        objective=objective, episodes=40, n_way=4, k_shot=3, q_query=3,
+        learning_rate=3e-3, eval_every=10, valid_episodes=4, patience=10,
+        valid_fraction=0.25, seed=0, device="cpu",
+    )
+    result = meta_train(args, corpora=[word_corpus("a")])
+    losses = [h["loss"] for h in result.history[1:]]
+    assert losses[-1] < losses[0]
+    meta = read_metadata(result.output_dir)
+    assert meta["objective"] == objective and meta["seed"] == 0
+    assert meta["base_model"] == str(tiny_encoder_dir) and meta["corpora"] == ["a"]
+    assert 0.0 <= meta["meta_valid_accuracy"] <= 1.0 and meta["similarity_scale"] > 0
+    assert json.loads((result.output_dir / "history.json").read_text())[0]["step"] == 0
+
+    # the checkpoint is an encoder the classifier takes by path
+    model = FewShotIntentModel(FewShotConfig(encoder=str(result.output_dir), device="cpu"))
+    texts = ["refund please", "weather please", "hotel please"]
+    model.fit(texts, ["r", "w", "h"])
+    assert model.temperature == pytest.approx(1 / meta["similarity_scale"])
+    probs, _, _ = model.predict(texts)
+    assert probs.shape == (3, 3)
+
+
+def test_delta_checkpoint_holds_only_trained_layers(tiny_encoder_dir, tmp_path):
+    args = MetaTrainingArguments(
+        output_dir=str(tmp_path / "delta"), base_model=str(tiny_encoder_dir),
+        episodes=3, n_way=3, k_shot=2, q_query=2, eval_every=3, valid_episodes=2,
+        train_layers=1, save_delta=True, device="cpu", valid_fraction=0.4,
+    )
+    result = meta_train(args, corpora=[word_corpus("a")])
+    from safetensors.torch import load_file
+
+    delta = load_file(str(result.output_dir / "delta.safetensors"))
+    assert delta and all(".layer.1." in name for name in delta)
+    assert all(t.dtype == torch.float16 for t in delta.values())
+    assert not (result.output_dir / "model.safetensors").exists()
+    SentenceEncoder.from_pretrained(str(result.output_dir)).encode(["hello"])
+
+
+def test_exclude_leaves_a_whole_dataset_family_out(tmp_path):
+    from rasa_meta.meta_train import load_meta_corpora
+
+    root = tmp_path / "data"
+    for folder in ("BANKING77/train", "BANKING77-OOS/train", "CLINC150/train"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "seq.in").write_text("a\nb\n")
+        (root / folder / "label").write_text("x\ny\n")
+    args = MetaTrainingArguments(corpora=["BANKING77", "BANKING77-OOS", "CLINC150"],
+                                 exclude=["BANKING77"], data_root=str(root))
+    assert [c.name for c in load_meta_corpora(args)] == ["CLINC150"]
+    with pytest.raises(ValueError, match="No corpus left"):
+        load_meta_corpora(MetaTrainingArguments(corpora=["BANKING77"], exclude=["banking77"],
+                                                data_root=str(root)))

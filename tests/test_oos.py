@@ -1,0 +1,63 @@
+"""Out-of-scope scores from in-scope data only, on constructed embeddings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rasa_meta.heads import MatchingHead, PrototypeHead
+from rasa_meta.oos import InScopeCalibrator, leave_one_out_similarities
+
+
+def clustered(seed=0, n_intents=5, per=6, noise=0.15):
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(n_intents, 16, generator=g), dim=1)
+    emb = torch.cat([centres[i] + noise * torch.randn(per, 16, generator=g)
+                     for i in range(n_intents)])
+    labels = [f"i{i}" for i in range(n_intents) for _ in range(per)]
+    return F.normalize(emb, dim=1), labels, centres
+
+
+def test_leave_one_out_excludes_the_example_itself():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    head = PrototypeHead().fit(emb, ["a", "a", "b"])
+    loo = leave_one_out_similarities(head)
+    # each "a" example against the other one only: cos = 0; "b" has one example: skipped
+    assert torch.allclose(loo, torch.zeros(2))
+    matching = MatchingHead().fit(emb, ["a", "a", "b"])
+    assert torch.allclose(leave_one_out_similarities(matching), torch.zeros(2))
+
+
+def test_far_messages_score_lower_than_in_scope_ones():
+    emb, labels, centres = clustered()
+    head = PrototypeHead(0.05).fit(emb, labels)
+    cal = InScopeCalibrator.fit(head, 0.05)
+    g = torch.Generator().manual_seed(1)
+    near = F.normalize(centres + 0.15 * torch.randn(5, 16, generator=g), dim=1)
+    far = F.normalize(torch.randn(50, 16, generator=g), dim=1)
+    p_near = cal(head.similarities(near).max(1).values)
+    p_far = cal(head.similarities(far).max(1).values)
+    assert p_near.min() > p_far.max()
+    assert p_near.mean() > 0.8 and p_far.mean() < 0.2
+    # a training example is fully in scope
+    assert cal(head.similarities(emb[:1]).max(1).values).item() == 1.0
+
+
+def test_midpoint_sits_at_the_chosen_quantile():
+    emb, labels, _ = clustered(per=20)
+    head = PrototypeHead().fit(emb, labels)
+    loo = leave_one_out_similarities(head)
+    cal = InScopeCalibrator.fit(head, 0.1)
+    assert abs(cal(torch.quantile(loo, 0.1).reshape(1)).item() - 0.5) < 1e-5
+    assert cal(torch.quantile(loo, 0.5).reshape(1)).item() == 1.0
+    stricter = InScopeCalibrator.fit(head, 0.3)
+    x = torch.quantile(loo, 0.2).reshape(1)
+    assert stricter(x) < cal(x)
+
+
+def test_without_spread_to_learn_from_everything_is_in_scope():
+    head = PrototypeHead().fit(torch.eye(3), ["a", "b", "c"])  # one example per intent
+    cal = InScopeCalibrator.fit(head)
+    assert not cal.enabled
+    assert cal(torch.tensor([-1.0, 0.0])).tolist() == [1.0, 1.0]
+    assert InScopeCalibrator.from_dict(cal.to_dict()) == cal
