@@ -179,6 +179,114 @@ def _run_benchmark(ns: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _add_check_data(sub: argparse._SubParsersAction) -> None:
+    from rasa_meta.overlap import (
+        DEFAULT_DUPLICATE_THRESHOLD,
+        DEFAULT_MIN_EXAMPLES,
+        DEFAULT_SIMILARITY_THRESHOLD,
+        DEFAULT_TOP_PAIRS,
+    )
+
+    p = sub.add_parser(
+        "check-data",
+        help="Report overlapping intents, misplaced and duplicate examples in Rasa NLU data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("files", nargs="+",
+                   help="Rasa NLU YAML files, or folders searched for them (e.g. data/).")
+    p.add_argument("--encoder", default="default",
+                   help="The encoder the bot uses ('default', 'minilm', a path or hub name).")
+    p.add_argument("--output-dir", default="results/check-data",
+                   help="Where report.json and overlap_heatmap.png are written.")
+    p.add_argument("--json", action="store_true",
+                   help="Print the report as JSON instead of tables.")
+    p.add_argument("--threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD,
+                   help="Prototype cosine similarity from which two intents are flagged.")
+    p.add_argument("--duplicate-threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
+                   help="Cosine similarity from which two examples count as near-duplicates.")
+    p.add_argument("--min-examples", type=int, default=DEFAULT_MIN_EXAMPLES,
+                   help="Intents with fewer examples are flagged.")
+    p.add_argument("--top-pairs", type=int, default=DEFAULT_TOP_PAIRS,
+                   help="Most similar intent pairs listed even below the threshold.")
+    p.add_argument("--max-length", type=int, default=128)
+
+
+def _nlu_files(specs: List[str]) -> List[str]:
+    """The NLU YAML files named, folders expanded to the YAML files in them holding `nlu:`."""
+    from pathlib import Path
+
+    import yaml
+
+    files: List[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file():
+            files.append(str(path))
+        elif path.is_dir():
+            for candidate in sorted([*path.rglob("*.yml"), *path.rglob("*.yaml")]):
+                try:
+                    doc = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+                except yaml.YAMLError:
+                    continue
+                if isinstance(doc, dict) and doc.get("nlu"):
+                    files.append(str(candidate))
+        else:
+            raise FileNotFoundError(spec)
+    return files
+
+
+def _run_check_data(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from rasa_meta.corpus import load_rasa_nlu
+    from rasa_meta.encoder import EncoderNotFoundError, SentenceEncoder
+    from rasa_meta.overlap import build_overlap_report, save_heatmap
+
+    def fail(message: str) -> int:
+        print(f"rasa-meta check-data: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        files = _nlu_files(ns.files)
+    except FileNotFoundError as e:
+        return fail(f"no such file or folder: '{e.args[0]}'.")
+    try:
+        corpus = load_rasa_nlu(files) if files else None
+    except (yaml.YAMLError, AttributeError, OSError, UnicodeDecodeError) as e:
+        return fail(f"cannot read NLU data from {files}: {e}")
+    if corpus is None or not corpus.texts:
+        return fail(f"no intent examples found in {ns.files} (expected Rasa NLU YAML with "
+                    f"'nlu:' and '- intent:' blocks).")
+    try:
+        encoder = SentenceEncoder.from_pretrained(ns.encoder, ns.max_length)
+    except EncoderNotFoundError as e:
+        return fail(f"{e} Pass --encoder minilm, a model directory or a hub name.")
+    report = build_overlap_report(
+        corpus.texts,
+        corpus.labels,
+        encoder=encoder,
+        similarity_threshold=ns.threshold,
+        duplicate_threshold=ns.duplicate_threshold,
+        min_examples=ns.min_examples,
+        top_pairs=ns.top_pairs,
+    )
+    out = Path(ns.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"files": files, "encoder": ns.encoder, **report.to_dict(include_matrix=True)}
+    (out / "report.json").write_text(
+        json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    save_heatmap(report, out / "overlap_heatmap.png")
+    if ns.json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        print(report.to_table())
+        print(f"Wrote {out / 'report.json'} and {out / 'overlap_heatmap.png'}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rasa-meta", description="Few-shot intent classification for Rasa."
@@ -188,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_meta_train(sub)
     _add_evaluate(sub)
     _add_benchmark(sub)
+    _add_check_data(sub)
     return parser
 
 
@@ -195,6 +304,7 @@ COMMANDS = {
     "meta-train": _run_meta_train,
     "evaluate": _run_evaluate,
     "benchmark": _run_benchmark,
+    "check-data": _run_check_data,
 }
 
 

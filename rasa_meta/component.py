@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import fields
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List, Optional
 
 import torch
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -22,6 +22,7 @@ from rasa_meta import __version__
 from rasa_meta.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
 from rasa_meta.heads import HEAD_TYPES
 from rasa_meta.model import FewShotConfig, FewShotIntentModel, ModelLoadError
+from rasa_meta.overlap import training_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
     """Few-shot intent classifier over a meta-trained sentence encoder."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         defaults = {f.name: f.default for f in fields(FewShotConfig)}
         defaults.update({"ranking_length": 10, "explain": False, "explain_top_k": 3})
         return defaults
@@ -46,12 +47,12 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         return []
 
     @staticmethod
-    def required_packages() -> List[Text]:
+    def required_packages() -> List[str]:
         return ["torch", "transformers"]
 
     def __init__(
         self,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         model: Optional[FewShotIntentModel] = None,
@@ -68,7 +69,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
     # --- configuration -------------------------------------------------------------------
 
     @staticmethod
-    def validate_config(config: Dict[Text, Any]) -> None:
+    def validate_config(config: Dict[str, Any]) -> None:
         """Raise InvalidConfigException naming the key and the fix."""
         name = "rasa_meta.MetaIntentClassifier"
         device = str(config.get("device", "auto"))
@@ -139,11 +140,11 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
     @classmethod
     def create(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> "MetaIntentClassifier":
+    ) -> MetaIntentClassifier:
         return cls(config, model_storage, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
@@ -161,6 +162,8 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         if self.model.is_trained:  # `rasa train --finetune`: adapt the loaded model further
             self.model.config.epochs = int(self.component_config.get("epochs", 0))
         self.model.fit(texts, labels)
+        for line in training_warnings(self.model):  # from the fitted embeddings, no re-encoding
+            logger.warning(f"rasa_meta.MetaIntentClassifier: {line}")
         self.persist()
         return self._resource
 
@@ -173,12 +176,12 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
     @classmethod
     def load(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
         **kwargs: Any,
-    ) -> "MetaIntentClassifier":
+    ) -> MetaIntentClassifier:
         try:
             with model_storage.read_from(resource) as directory:
                 model = FewShotIntentModel.load(directory, FewShotConfig.from_dict(config))

@@ -46,7 +46,7 @@ class IntentCorpus:
             groups.setdefault(label, []).append(text)
         return groups
 
-    def subset(self, intents: Sequence[str], name: Optional[str] = None) -> "IntentCorpus":
+    def subset(self, intents: Sequence[str], name: Optional[str] = None) -> IntentCorpus:
         keep = set(intents)
         pairs = [(t, lab) for t, lab in zip(self.texts, self.labels) if lab in keep]
         return IntentCorpus(

@@ -144,7 +144,7 @@ class SentenceEncoder(nn.Module):
     @classmethod
     def from_pretrained(
         cls, name_or_path: Optional[str] = DEFAULT_ENCODER, max_length: int = 128
-    ) -> "SentenceEncoder":
+    ) -> SentenceEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         resolved = resolve_encoder(name_or_path)

@@ -124,3 +124,27 @@ def evaluate_encoder(
             "macro_f1": macro_f1(test.labels, pred),
         }
     return results
+
+
+def cached_encode(
+    encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Optional[str] = None
+) -> torch.Tensor:
+    """Encode, reusing an on-disk copy keyed by the encoder's weights and the texts."""
+    if cache_dir is None:
+        return encoder.encode(list(texts), batch_size=128, show_progress=len(texts) > 500)
+    import hashlib
+    from pathlib import Path
+
+    from rasa_meta.encoder import encoder_fingerprint
+
+    key = hashlib.sha256(
+        (encoder_fingerprint(encoder.name_or_path) + str(encoder.max_length) + "\n".join(texts))
+        .encode("utf-8")
+    ).hexdigest()[:24]
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path)
+    emb = encoder.encode(list(texts), batch_size=128, show_progress=len(texts) > 500)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(emb, path)
+    return emb

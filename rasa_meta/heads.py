@@ -38,7 +38,7 @@ class PrototypeHead:
         self.support_targets = torch.zeros(0, dtype=torch.long)
         self.prototypes = torch.zeros(0, 0)
 
-    def fit(self, embeddings: torch.Tensor, labels: Sequence[str]) -> "PrototypeHead":
+    def fit(self, embeddings: torch.Tensor, labels: Sequence[str]) -> PrototypeHead:
         self.labels, self.support_targets = label_index(labels)
         self.support = embeddings.float().cpu()
         self.prototypes = class_means(self.support, self.support_targets, len(self.labels))
@@ -54,7 +54,7 @@ class PrototypeHead:
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {"support": self.support, "support_targets": self.support_targets}
 
-    def load_state(self, labels: List[str], state: Dict[str, torch.Tensor]) -> "PrototypeHead":
+    def load_state(self, labels: List[str], state: Dict[str, torch.Tensor]) -> PrototypeHead:
         self.labels = list(labels)
         self.support = state["support"].float()
         self.support_targets = state["support_targets"].long()

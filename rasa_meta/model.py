@@ -53,7 +53,7 @@ class FewShotConfig:
     random_seed: int = 42
 
     @classmethod
-    def from_dict(cls, config: Dict[str, Any]) -> "FewShotConfig":
+    def from_dict(cls, config: Dict[str, Any]) -> FewShotConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in names})
 
@@ -103,7 +103,7 @@ class FewShotIntentModel:
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(list(texts), batch_size=self.config.batch_size)
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "FewShotIntentModel":
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> FewShotIntentModel:
         """Adapt to the examples: optional inner-loop fine-tuning, then prototypes."""
         texts, labels = list(texts), list(labels)
         if self.config.epochs > 0:
@@ -119,10 +119,19 @@ class FewShotIntentModel:
             )
             if changed:
                 self.delta = trainable_state(self.encoder.model, changed)
-        self.texts = texts
-        self.head = make_head(self.config.head, self.temperature).fit(self.embed(texts), labels)
-        if self.config.out_of_scope_detection:
-            self.calibrator = InScopeCalibrator.fit(self.head, self.config.oos_quantile)
+        return self.fit_embeddings(self.embed(texts), labels, texts)
+
+    def fit_embeddings(
+        self, embeddings: torch.Tensor, labels: Sequence[str], texts: Sequence[str]
+    ) -> FewShotIntentModel:
+        """Build the head and the out-of-scope calibrator from ready-made embeddings."""
+        self.texts = list(texts)
+        self.head = make_head(self.config.head, self.temperature).fit(embeddings, list(labels))
+        self.calibrator = (
+            InScopeCalibrator.fit(self.head, self.config.oos_quantile)
+            if self.config.out_of_scope_detection
+            else InScopeCalibrator()
+        )
         return self
 
     def predict(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,7 +185,7 @@ class FewShotIntentModel:
     @classmethod
     def load(
         cls, directory: Union[str, Path], config: Optional[FewShotConfig] = None
-    ) -> "FewShotIntentModel":
+    ) -> FewShotIntentModel:
         """Read a saved model fully into memory. ``config`` may override e.g. the device."""
         directory = Path(directory)
         meta_file = directory / MODEL_FILE

@@ -46,7 +46,7 @@ class InScopeCalibrator:
     enabled: bool = False
 
     @classmethod
-    def fit(cls, head: PrototypeHead, quantile: float = 0.05) -> "InScopeCalibrator":
+    def fit(cls, head: PrototypeHead, quantile: float = 0.05) -> InScopeCalibrator:
         loo = leave_one_out_similarities(head)
         if loo.numel() < 2:
             return cls()  # nothing to learn the spread from: everything counts as in scope
@@ -66,5 +66,5 @@ class InScopeCalibrator:
         return {"low": self.low, "high": self.high, "enabled": self.enabled}
 
     @classmethod
-    def from_dict(cls, data: Dict) -> "InScopeCalibrator":
+    def from_dict(cls, data: Dict) -> InScopeCalibrator:
         return cls(float(data["low"]), float(data["high"]), bool(data["enabled"]))

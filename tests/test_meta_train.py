@@ -21,7 +21,7 @@ def word_corpus(name: str, offset: int = 0) -> IntentCorpus:
               "what about the {}", "tell me about {}", "{} is not working",
               "can you check my {}", "the {} again", "about {} today", "my {} issue"]
     texts, labels = [], []
-    for i, word in enumerate(WORDS):
+    for word in WORDS:
         for frame in frames:
             texts.append(frame.format(word))
             labels.append(f"{name}_{word}")
