@@ -55,7 +55,7 @@ def finetune_encoder(
     epochs: int,
     learning_rate: float = 2e-5,
     train_layers: int = 2,
-    scale: float = 20.0,
+    init_scale: float = 20.0,
     seed: int = 42,
     show_progress: bool = True,
 ) -> List[str]:
@@ -67,7 +67,7 @@ def finetune_encoder(
         return []
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    learner = MetaLearner(encoder.model, scale)
+    learner = MetaLearner(encoder.model, init_scale)
     learner.log_scale.requires_grad_(False)
     params = [p for p in encoder.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
@@ -81,13 +81,13 @@ def finetune_encoder(
     for ep in tqdm(plan, desc="adapting encoder", disable=not show_progress, leave=False):
         order = ep["support"] + ep["query"]
         batch = encoder.tokenize([texts[i] for i in order])
-        emb = learner(batch["input_ids"], batch["attention_mask"])
+        emb, scale = learner(batch["input_ids"], batch["attention_mask"])
         targets = torch.tensor(ep["s_t"] + ep["q_t"], device=device)
         n_s = len(ep["support"])
         loss = supervised_contrastive_loss(emb, targets)
         if ep["query"]:
             loss = loss + prototypical_loss(
-                emb[:n_s], targets[:n_s], emb[n_s:], targets[n_s:], learner.log_scale.exp()
+                emb[:n_s], targets[:n_s], emb[n_s:], targets[n_s:], scale
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

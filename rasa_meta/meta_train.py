@@ -98,9 +98,12 @@ class MetaLearner(nn.Module):
         self.model = model
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+        """Unit embeddings and the similarity scale (returned from forward so that
+        DistributedDataParallel sees the scale take part in the step)."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
+        emb = F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
+        return emb, self.log_scale.exp()
 
 
 def pick_device(device: str) -> torch.device:
@@ -214,13 +217,13 @@ def meta_train(
         ep = train_sampler.sample()
         batch = encoder.tokenize(ep.support_texts + ep.query_texts)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-            emb = module(batch["input_ids"], batch["attention_mask"])
+            emb, scale = module(batch["input_ids"], batch["attention_mask"])
         n_s = len(ep.support_texts)
         loss = episode_loss(
             args.objective,
             emb[:n_s], ep.support_targets.to(device),
             emb[n_s:], ep.query_targets.to(device),
-            learner.log_scale.exp(), args.contrastive_temperature,
+            scale, args.contrastive_temperature,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -114,7 +114,7 @@ class FewShotIntentModel:
                 epochs=self.config.epochs,
                 learning_rate=self.config.finetune_learning_rate,
                 train_layers=self.config.finetune_layers,
-                scale=1.0 / self.temperature,
+                init_scale=1.0 / self.temperature,
                 seed=self.config.random_seed,
             )
             if changed:
