@@ -84,21 +84,42 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-split", default="train_10")
     p.add_argument("--test-split", default="test")
     p.add_argument("--heads", nargs="+", default=["prototype", "matching", "logreg"])
+    p.add_argument("--inner-epochs", nargs="*", type=int, default=[],
+                   help="Also run the component's inner loop for these epochs (one row each).")
+    p.add_argument("--finetune-layers", type=int, default=2)
+    p.add_argument("--finetune-learning-rate", type=float, default=2e-5)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="Seeds of the inner loop (mean and std are reported).")
     p.add_argument("--data-root", default=None)
 
 
 def _run_evaluate(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import numpy as np
+
     from rasa_meta.corpus import data_root, load_split
     from rasa_meta.encoder import SentenceEncoder
-    from rasa_meta.evaluation import evaluate_encoder
+    from rasa_meta.evaluation import evaluate_encoder, inner_loop_accuracy
 
     root = Path(ns.data_root) if ns.data_root else data_root()
     train = load_split(root / ns.dataset / ns.train_split)
     test = load_split(root / ns.dataset / ns.test_split)
     encoder = SentenceEncoder.from_pretrained(ns.encoder)
-    results = evaluate_encoder(encoder, train, test, ns.heads)
+    results: dict = evaluate_encoder(encoder, train, test, ns.heads) if ns.heads else {}
+    for epochs in ns.inner_epochs:
+        runs = [
+            inner_loop_accuracy(ns.encoder, train, test, epochs, seed, ns.finetune_layers,
+                                ns.finetune_learning_rate)
+            for seed in ns.seeds
+        ]
+        accs = [r["accuracy"] for r in runs]
+        results[f"inner_loop[{epochs}]"] = {
+            "accuracy": float(np.mean(accs)),
+            "accuracy_std": float(np.std(accs)),
+            "seeds": ns.seeds,
+            "adapt_seconds": float(np.mean([r["adapt_seconds"] for r in runs])),
+        }
     print(json.dumps({"encoder": ns.encoder, "dataset": ns.dataset,
                       "train": ns.train_split, "test": ns.test_split, "results": results}))
     return 0
@@ -241,7 +262,12 @@ def _run_check_data(ns: argparse.Namespace) -> int:
     import yaml
 
     from rasa_meta.corpus import load_rasa_nlu
-    from rasa_meta.encoder import EncoderNotFoundError, SentenceEncoder
+    from rasa_meta.encoder import (
+        DEFAULT_ENCODER,
+        SHIPPED_ENCODER_DIR,
+        EncoderNotFoundError,
+        SentenceEncoder,
+    )
     from rasa_meta.overlap import build_overlap_report, save_heatmap
 
     def fail(message: str) -> int:
@@ -259,6 +285,9 @@ def _run_check_data(ns: argparse.Namespace) -> int:
     if corpus is None or not corpus.texts:
         return fail(f"no intent examples found in {ns.files} (expected Rasa NLU YAML with "
                     f"'nlu:' and '- intent:' blocks).")
+    if ns.encoder in (None, "", DEFAULT_ENCODER) and not SHIPPED_ENCODER_DIR.is_dir():
+        return fail(f"the meta-trained 'default' encoder is not installed ({SHIPPED_ENCODER_DIR} "
+                    f"is missing). Pass --encoder minilm, a model directory or a hub name.")
     try:
         encoder = SentenceEncoder.from_pretrained(ns.encoder, ns.max_length)
     except EncoderNotFoundError as e:

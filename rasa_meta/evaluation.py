@@ -148,3 +148,35 @@ def cached_encode(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(emb, path)
     return emb
+
+
+def inner_loop_accuracy(
+    encoder_name: str,
+    train: IntentCorpus,
+    test: IntentCorpus,
+    epochs: int,
+    seed: int,
+    finetune_layers: int = 2,
+    learning_rate: float = 2e-5,
+) -> Dict[str, float]:
+    """Accuracy after the component's inner loop: fine-tune a fresh copy, then prototypes."""
+    import time
+
+    from rasa_meta.model import FewShotConfig, FewShotIntentModel
+
+    config = FewShotConfig(
+        encoder=encoder_name, epochs=epochs, random_seed=seed, device="cpu",
+        finetune_layers=finetune_layers, finetune_learning_rate=learning_rate,
+        out_of_scope_detection=False,
+    )
+    model = FewShotIntentModel(config)
+    start = time.perf_counter()
+    model.fit(train.texts, train.labels)
+    seconds = time.perf_counter() - start
+    probs, _, _ = model.predict(test.texts)
+    pred = [model.labels[i] for i in probs.argmax(1).tolist()]
+    return {
+        "accuracy": accuracy(test.labels, pred),
+        "macro_f1": macro_f1(test.labels, pred),
+        "adapt_seconds": seconds,
+    }
