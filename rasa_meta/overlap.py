@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -202,7 +202,7 @@ class OverlapReport:
             )
             n = self.duplicates_total or len(self.duplicates)
             lines.append(
-                f"{_count(n, 'near-duplicate pair')} across intents "
+                f"{_plural(n, 'pair')} of near-duplicate examples under different intents "
                 f"(cosine >= {self.duplicate_threshold:.2f} or same text): "
                 f"{shown}{_more(n, max_items)}"
             )
@@ -218,7 +218,8 @@ class OverlapReport:
     def to_table(self, max_rows: int = 20) -> str:
         """The report as markdown tables (readable as plain text), longest lists truncated."""
         out = [
-            f"# Intent overlap report: {len(self.intents)} intents, {self.n_examples} examples",
+            f"# Intent overlap report: {_plural(len(self.intents), 'intent')}, "
+            f"{_plural(self.n_examples, 'example')}",
             "",
         ]
         summary = self.summary_lines()
@@ -271,6 +272,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'} {verb}"
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _its(n: int) -> str:
     return "its" if n == 1 else "their"
 
@@ -293,7 +298,7 @@ def _table(
     rows: Sequence[Sequence[str]],
     max_rows: int,
     empty: str,
-    total: int | None = None,
+    total: Optional[int] = None,
 ) -> List[str]:
     if not rows:
         return [empty]
@@ -316,9 +321,9 @@ def _table(
 def build_overlap_report(
     texts: Sequence[str],
     labels: Sequence[str],
-    embeddings: torch.Tensor | np.ndarray | None = None,
+    embeddings: Optional[Union[torch.Tensor, np.ndarray]] = None,
     *,
-    encoder: SentenceEncoder | None = None,
+    encoder: Optional[SentenceEncoder] = None,
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
     duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
     min_examples: int = DEFAULT_MIN_EXAMPLES,
@@ -334,21 +339,6 @@ def build_overlap_report(
     labels = [str(lab) for lab in labels]
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels.")
-    if embeddings is None:
-        if encoder is None:
-            raise ValueError("build_overlap_report needs embeddings or an encoder.")
-        embeddings = encoder.encode(texts, batch_size=batch_size)
-    emb = torch.as_tensor(np.asarray(embeddings) if isinstance(embeddings, np.ndarray)
-                          else embeddings).detach().cpu().double()
-    if emb.ndim != 2 or emb.shape[0] != len(texts):
-        raise ValueError(
-            f"embeddings must have one row per text: {tuple(emb.shape)} for {len(texts)} texts."
-        )
-    names, targets = label_index(labels)
-    n_classes = len(names)
-    counts = torch.bincount(targets, minlength=n_classes) if len(labels) else torch.zeros(0)
-    count_map = {name: int(c) for name, c in zip(names, counts.tolist())}
-    too_few = {name: c for name, c in count_map.items() if c < min_examples}
     settings = dict(
         similarity_threshold=float(similarity_threshold),
         duplicate_threshold=float(duplicate_threshold),
@@ -356,6 +346,20 @@ def build_overlap_report(
     )
     if not texts:
         return OverlapReport([], {}, [], [], [], {}, **settings)
+    if embeddings is None:
+        if encoder is None:
+            raise ValueError("build_overlap_report needs embeddings or an encoder.")
+        embeddings = encoder.encode(texts, batch_size=batch_size)
+    emb = torch.as_tensor(embeddings).detach().cpu().double()
+    if emb.ndim != 2 or emb.shape[0] != len(texts):
+        raise ValueError(
+            f"embeddings must have one row per text: {tuple(emb.shape)} for {len(texts)} texts."
+        )
+    names, targets = label_index(labels)
+    n_classes = len(names)
+    counts = torch.bincount(targets, minlength=n_classes)
+    count_map = {name: int(c) for name, c in zip(names, counts.tolist())}
+    too_few = {name: c for name, c in count_map.items() if c < min_examples}
 
     emb = F.normalize(emb, dim=-1)
     prototypes = class_means(emb, targets, n_classes)
@@ -507,8 +511,8 @@ def similarity_order(sim: np.ndarray) -> List[int]:
 
 def save_heatmap(
     report: OverlapReport,
-    path: str | Path,
-    title: str | None = None,
+    path: Union[str, Path],
+    title: Optional[str] = None,
     max_label_chars: int = 40,
 ) -> Path:
     """Write the prototype-similarity heatmap as a PNG; intents ordered so that similar ones
@@ -534,7 +538,8 @@ def save_heatmap(
     off = shown[~np.isnan(shown)] if n > 1 else np.zeros(0)
     vmin = float(min(off.min(), report.similarity_threshold - 0.1)) if off.size else 0.0
 
-    side = min(max(6.0, 0.14 * n + 3.0), 26.0)
+    annotate = n <= 25  # small enough to print each similarity in its cell
+    side = min(max(6.0, (0.45 if annotate else 0.14) * n + 3.5), 26.0)
     font = 9.0 if n <= 30 else 7.0 if n <= 60 else 5.5 if n <= 100 else 4.5
     # The object-oriented Agg API: no pyplot, so a caller's backend and figures are untouched.
     fig = Figure(figsize=(side + 1.5, side), dpi=150 if n > 60 else 110)
@@ -558,14 +563,15 @@ def save_heatmap(
             if i != j and sim[i, j] >= report.similarity_threshold:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
                                            edgecolor="red", linewidth=1.2))
-            if n <= 25 and i != j:
+            if annotate and i != j:
                 ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
                         color="white" if sim[i, j] < (vmin + 1.0) / 2 else "black")
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("cosine similarity of intent prototypes")
     ax.set_title(
         title
-        or f"Intent prototype similarity ({n} intents; red: >= {report.similarity_threshold:.2f})"
+        or f"Intent prototype similarity ({n} intents; red: >= {report.similarity_threshold:.2f})",
+        fontsize=12 if n <= 60 else 16,
     )
     fig.tight_layout()
     fig.savefig(path)
@@ -584,8 +590,14 @@ def training_warnings(model: Any) -> List[str]:
         if head is None or not len(head.labels):
             return []
         labels = [head.labels[t] for t in head.support_targets.tolist()]
-        report = build_overlap_report(model.texts, labels, head.support)
-        return report.summary_lines()
-    except Exception as e:  # noqa: BLE001
+        lines = build_overlap_report(model.texts, labels, head.support).summary_lines()
+    except Exception as e:
         logger.debug("Intent-overlap check skipped: %s", e)
         return []
+    if lines:
+        encoder = getattr(getattr(model, "config", None), "encoder", "default")
+        lines.append(
+            f"For the full report and a heatmap run: rasa-meta check-data data/ "
+            f"--encoder {encoder}"
+        )
+    return lines
