@@ -83,7 +83,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="BANKING77 or CLINC150 (or a folder)")
     p.add_argument("--train-split", default="train_10")
     p.add_argument("--test-split", default="test")
-    p.add_argument("--heads", nargs="+", default=["prototype", "matching", "logreg"])
+    p.add_argument("--heads", nargs="*", default=["prototype", "refined", "matching", "logreg"])
     p.add_argument("--inner-epochs", nargs="*", type=int, default=[],
                    help="Also run the component's inner loop for these epochs (one row each).")
     p.add_argument("--finetune-layers", type=int, default=2)

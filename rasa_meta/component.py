@@ -89,7 +89,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
                     f"{name}: device '{device}' does not exist; this machine has "
                     f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)."
                 )
-        for key in ("ranking_length", "epochs", "explain_top_k"):
+        for key in ("ranking_length", "epochs", "head_steps", "explain_top_k"):
             value = config.get(key, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidConfigException(
@@ -185,9 +185,9 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         try:
             with model_storage.read_from(resource) as directory:
                 model = FewShotIntentModel.load(directory, FewShotConfig.from_dict(config))
-        except ModelLoadError:
+        except ModelLoadError:  # corrupt, truncated, incompatible, or its encoder is gone
             raise
-        except ValueError:
+        except ValueError:  # from read_from: the resource was never persisted
             logger.debug(
                 "rasa_meta.MetaIntentClassifier: no trained model in the archive (trained "
                 "without NLU examples?); it will predict no intent."
@@ -199,10 +199,11 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
 
     def process(self, messages: List[Message]) -> List[Message]:
         """Set `intent` and `intent_ranking` on each message (one batch per call)."""
-        texts = [(m.get(TEXT) or "") for m in messages]
+        texts = [m.get(TEXT) if isinstance(m.get(TEXT), str) else "" for m in messages]
         todo = [i for i, t in enumerate(texts) if t.strip()]
+        skipped = set(range(len(messages))) - set(todo)
         for i, message in enumerate(messages):
-            if i not in set(todo) or not self.model.is_trained:
+            if i in skipped or not self.model.is_trained:
                 self._set_empty(message)
         if not todo or not self.model.is_trained:
             return messages

@@ -106,8 +106,10 @@ def evaluate_encoder(
     test: IntentCorpus,
     heads: Sequence[str] = ("prototype",),
     test_embeddings: Optional[torch.Tensor] = None,
+    temperature: float = 0.05,
 ) -> Dict[str, Dict[str, float]]:
-    """Accuracy and macro-F1 of each head (prototype, matching, logreg) on ``test``."""
+    """Accuracy and macro-F1 of each head on ``test``: prototype, refined (prototype +
+    Proto-MAML head steps, the component's default), matching, logreg."""
     train_emb = encoder.encode(train.texts, batch_size=128)
     test_emb = (
         test_embeddings if test_embeddings is not None else encoder.encode(test.texts, 128)
@@ -117,7 +119,8 @@ def evaluate_encoder(
         if head == "logreg":
             pred = logistic_regression_predict(train_emb, train.labels, test_emb)
         else:
-            h = make_head(head, 0.05).fit(train_emb, train.labels)
+            h = make_head("prototype" if head == "refined" else head, temperature)
+            h.fit(train_emb, train.labels).refine(100 if head == "refined" else 0)
             pred = [h.labels[i] for i in h.predict_proba(test_emb).argmax(1).tolist()]
         results[head] = {
             "accuracy": accuracy(test.labels, pred),

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +37,12 @@ class PrototypeHead:
         self.support = torch.zeros(0, 0)
         self.support_targets = torch.zeros(0, dtype=torch.long)
         self.prototypes = torch.zeros(0, 0)
+        self.weights: Optional[torch.Tensor] = None  # refined class vectors, if any
 
     def fit(self, embeddings: torch.Tensor, labels: Sequence[str]) -> PrototypeHead:
         self.labels, self.support_targets = label_index(labels)
-        self.support = embeddings.float().cpu()
+        # clone: embeddings made under inference_mode cannot take part in refine()'s autograd
+        self.support = embeddings.float().cpu().clone()
         self.prototypes = class_means(self.support, self.support_targets, len(self.labels))
         return self
 
@@ -49,16 +51,43 @@ class PrototypeHead:
         return queries.float() @ self.prototypes.T
 
     def predict_proba(self, queries: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.similarities(queries) / self.temperature, dim=-1)
+        classes = self.prototypes if self.weights is None else F.normalize(self.weights, dim=-1)
+        return torch.softmax(queries.float() @ classes.T / self.temperature, dim=-1)
+
+    def refine(self, steps: int, learning_rate: float = 0.01) -> PrototypeHead:
+        """Proto-MAML-style adaptation: start a cosine classifier at the prototypes and take
+        ``steps`` full-batch gradient steps of cross-entropy on the support examples.
+
+        Prototypes weigh every example equally; the refined vectors move away from the
+        examples that neighbouring intents share. Similarities (used for out-of-scope
+        scores and explanations) stay on the prototypes.
+        """
+        if steps <= 0 or len(self.labels) < 2:
+            return self
+        weights = self.prototypes.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([weights], lr=learning_rate)
+        with torch.enable_grad():
+            for _ in range(steps):
+                logits = self.support @ F.normalize(weights, dim=-1).T / self.temperature
+                loss = F.cross_entropy(logits, self.support_targets)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.weights = weights.detach()
+        return self
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        return {"support": self.support, "support_targets": self.support_targets}
+        state = {"support": self.support, "support_targets": self.support_targets}
+        if self.weights is not None:
+            state["weights"] = self.weights
+        return state
 
     def load_state(self, labels: List[str], state: Dict[str, torch.Tensor]) -> PrototypeHead:
         self.labels = list(labels)
         self.support = state["support"].float()
         self.support_targets = state["support_targets"].long()
         self.prototypes = class_means(self.support, self.support_targets, len(self.labels))
+        self.weights = state["weights"].float() if "weights" in state else None
         return self
 
 
@@ -74,6 +103,9 @@ class MatchingHead(PrototypeHead):
         out = torch.full((sims.shape[0], len(self.labels)), -1.0)
         index = self.support_targets.unsqueeze(0).expand_as(sims)
         return out.scatter_reduce(1, index, sims, reduce="amax", include_self=True)
+
+    def refine(self, steps: int, learning_rate: float = 0.01) -> MatchingHead:
+        return self  # attention over the examples themselves: nothing to refine
 
     def predict_proba(self, queries: torch.Tensor) -> torch.Tensor:
         attention = torch.softmax(queries.float() @ self.support.T / self.temperature, dim=-1)

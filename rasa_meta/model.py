@@ -19,9 +19,11 @@ from rasa_meta import __version__
 from rasa_meta.adapt import finetune_encoder
 from rasa_meta.encoder import (
     DEFAULT_ENCODER,
+    EncoderNotFoundError,
     SentenceEncoder,
     apply_delta,
     encoder_fingerprint,
+    resolve_encoder,
     trainable_state,
 )
 from rasa_meta.heads import PrototypeHead, make_head
@@ -33,6 +35,10 @@ HEAD_FILE = "head.safetensors"
 DELTA_FILE = "encoder_delta.safetensors"
 MODEL_FILE = "model.json"
 FALLBACK_TEMPERATURE = 0.05
+# Layout of a saved model directory, "major.minor". Bump the minor for additions older code
+# can ignore, the major for changes it cannot read. Files without it predate the field: 1.0.
+FORMAT_VERSION = "1.0"
+RETRAIN_HINT = "Retrain the model with `rasa train`."
 
 
 @dataclass
@@ -45,7 +51,9 @@ class FewShotConfig:
     device: str = "auto"
     head: str = "prototype"
     temperature: Optional[float] = None  # None: the scale learned in meta-training
-    epochs: int = 0  # inner-loop fine-tuning epochs over the bot's examples
+    head_steps: int = 100  # Proto-MAML-style refinement of the head (seconds, no encoder)
+    head_learning_rate: float = 0.01
+    epochs: int = 0  # inner-loop fine-tuning epochs of the encoder over the bot's examples
     finetune_layers: int = 2
     finetune_learning_rate: float = 2e-5
     out_of_scope_detection: bool = True
@@ -127,6 +135,7 @@ class FewShotIntentModel:
         """Build the head and the out-of-scope calibrator from ready-made embeddings."""
         self.texts = list(texts)
         self.head = make_head(self.config.head, self.temperature).fit(embeddings, list(labels))
+        self.head.refine(self.config.head_steps, self.config.head_learning_rate)
         self.calibrator = (
             InScopeCalibrator.fit(self.head, self.config.oos_quantile)
             if self.config.out_of_scope_detection
@@ -173,6 +182,7 @@ class FewShotIntentModel:
             save_file(self.delta, str(directory / DELTA_FILE))
         meta = {
             "rasa_meta_version": __version__,
+            "format_version": FORMAT_VERSION,
             "config": asdict(self.config),
             "encoder_fingerprint": encoder_fingerprint(self.config.encoder),
             "labels": self.head.labels,
@@ -186,30 +196,111 @@ class FewShotIntentModel:
     def load(
         cls, directory: Union[str, Path], config: Optional[FewShotConfig] = None
     ) -> FewShotIntentModel:
-        """Read a saved model fully into memory. ``config`` may override e.g. the device."""
+        """Read a saved model fully into memory, encoder included, so that serving never
+        loads anything per request. ``config`` may override e.g. the device.
+
+        Every failure is a :class:`ModelLoadError` naming the file (or encoder path) at fault.
+        """
         directory = Path(directory)
         meta_file = directory / MODEL_FILE
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"Cannot read '{meta_file}': {e}") from e
-        saved = FewShotConfig.from_dict(meta["config"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"Cannot read '{meta_file}': {e}. {RETRAIN_HINT}") from e
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"'{meta_file}' is not a rasa-meta model file. {RETRAIN_HINT}")
+        check_format(meta, meta_file)
+        try:
+            saved = FewShotConfig.from_dict(meta["config"])
+            labels = [str(label) for label in meta["labels"]]
+            texts = [str(text) for text in meta["texts"]]
+            temperature = float(meta["temperature"])
+            calibrator = InScopeCalibrator.from_dict(meta["calibrator"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelLoadError(
+                f"'{meta_file}' is incomplete or malformed ({type(e).__name__}: {e}). "
+                f"{RETRAIN_HINT}"
+            ) from e
         if config is not None:
             saved.device = config.device
             saved.batch_size = config.batch_size
         model = cls(saved)
+        state = _read_tensors(directory / HEAD_FILE)
+        if (directory / DELTA_FILE).is_file():
+            model.delta = _read_tensors(directory / DELTA_FILE)
         try:
-            state = load_file(str(directory / HEAD_FILE))
-            if (directory / DELTA_FILE).is_file():
-                model.delta = load_file(str(directory / DELTA_FILE))
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise ModelLoadError(f"Cannot read model file in '{directory}': {e}") from e
-        if model.delta:
-            apply_delta(model.encoder.model, model.delta)
-        model.head = make_head(saved.head, meta["temperature"]).load_state(meta["labels"], state)
-        model.texts = list(meta["texts"])
-        model.calibrator = InScopeCalibrator.from_dict(meta["calibrator"])
+            resolve_encoder(saved.encoder)
+            encoder = model.encoder  # load it now: a missing encoder fails here, not per request
+            if model.delta:
+                apply_delta(encoder.model, model.delta)
+        except EncoderNotFoundError as e:
+            raise ModelLoadError(
+                f"The model in '{directory}' was trained with the encoder '{saved.encoder}', "
+                f"which cannot be loaded: {e} Put that encoder back at '{saved.encoder}', or "
+                f"set 'encoder' in config.yml to an encoder that exists and retrain with "
+                f"`rasa train`."
+            ) from e
+        try:
+            model.head = make_head(saved.head, temperature).load_state(labels, state)
+            support = model.head.support
+            if support.dim() != 2 or len(support) != len(model.head.support_targets):
+                raise ValueError(f"support tensor of shape {tuple(support.shape)}")
+            if len(support) and int(model.head.support_targets.max()) >= len(labels):
+                raise ValueError("example labels out of range")
+        except (KeyError, ValueError, RuntimeError, IndexError) as e:
+            raise ModelLoadError(
+                f"'{directory / HEAD_FILE}' does not match '{meta_file}' ({e}). {RETRAIN_HINT}"
+            ) from e
+        if support.shape[1] != encoder.dim:
+            raise ModelLoadError(
+                f"'{directory / HEAD_FILE}' holds {support.shape[1]}-dimensional embeddings "
+                f"but the encoder '{saved.encoder}' makes {encoder.dim}-dimensional ones: the "
+                f"encoder was replaced after training. {RETRAIN_HINT}"
+            )
+        model.texts = texts
+        model.calibrator = calibrator
         return model
+
+
+def _read_tensors(path: Path) -> Dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelLoadError(f"Model file '{path}' is missing. {RETRAIN_HINT}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ModelLoadError(
+            f"Cannot read model file '{path}' (corrupt or truncated?): {e}. {RETRAIN_HINT}"
+        ) from e
+
+
+def _parse_version(value: Any) -> Optional[Tuple[int, int]]:
+    try:
+        major, minor = str(value).split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def check_format(meta: Dict[str, Any], meta_file: Path) -> None:
+    """Raise a ModelLoadError naming the rasa-meta version to install if this plugin cannot
+    read the saved format: a different major, or a newer minor than :data:`FORMAT_VERSION`."""
+    written = meta.get("format_version", "1.0")
+    found, ours = _parse_version(written), _parse_version(FORMAT_VERSION)
+    assert ours is not None
+    if found is not None and found[0] == ours[0] and found[1] <= ours[1]:
+        return
+    trained_with = meta.get("rasa_meta_version")
+    install = (
+        f"install rasa-meta=={trained_with} to use it"
+        if trained_with
+        else "install the rasa-meta version it was trained with"
+    )
+    raise ModelLoadError(
+        f"'{meta_file}' was trained with rasa-meta {trained_with or '(unknown version)'} "
+        f"(model format {written}); this is rasa-meta {__version__}, which reads model format "
+        f"{ours[0]}.0 to {FORMAT_VERSION}. Either {install}, or retrain the model with "
+        f"`rasa train` under rasa-meta {__version__}."
+    )
 
 
 class ModelLoadError(ValueError):

@@ -56,3 +56,30 @@ def test_state_round_trip():
     again = make_head("matching", 0.2).load_state(head.labels, head.state_dict())
     q = torch.randn(3, 2)
     assert torch.allclose(head.predict_proba(q), again.predict_proba(q))
+
+
+def test_refine_fixes_a_prototype_error_on_the_support_set():
+    # "a" has a stray example near "b": its mean drifts toward "b" and misclassifies it
+    support = F.normalize(
+        torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.2, 1.0], [0.0, 1.0], [0.1, 1.0], [-0.2, 1.0]]),
+        dim=1,
+    )
+    labels = ["a", "a", "a", "b", "b", "b"]
+    head = PrototypeHead(0.05).fit(support, labels)
+    before = head.predict_proba(support).argmax(1)
+    refined = PrototypeHead(0.05).fit(support, labels).refine(steps=200, learning_rate=0.05)
+    after = refined.predict_proba(support).argmax(1)
+    targets = head.support_targets
+    assert (after == targets).sum() > (before == targets).sum()
+    # similarities (out-of-scope, explanations) stay on the prototypes
+    assert torch.equal(refined.similarities(support), head.similarities(support))
+    again = PrototypeHead(0.05).load_state(refined.labels, refined.state_dict())
+    assert torch.allclose(again.predict_proba(support), refined.predict_proba(support))
+
+
+def test_refine_is_deterministic_and_skips_single_class():
+    a = PrototypeHead(0.1).fit(SUPPORT, LABELS).refine(50)
+    b = PrototypeHead(0.1).fit(SUPPORT, LABELS).refine(50)
+    assert torch.equal(a.weights, b.weights)
+    single = PrototypeHead(0.1).fit(SUPPORT, ["a"] * 4).refine(50)
+    assert single.weights is None
