@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,6 +259,9 @@ def meta_train(
         encoder.to("cpu")
         meta = {
             "rasa_meta_version": __version__,
+            "command": " ".join(["rasa-meta", *sys.argv[1:]])
+            if Path(sys.argv[0]).name == "rasa-meta"
+            else " ".join(sys.argv),
             "base_model": args.base_model,
             "corpora": [c.name for c in corpora],
             "excluded": list(args.exclude),

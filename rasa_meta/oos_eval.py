@@ -166,3 +166,19 @@ def run_oos_benchmark(
                 rows.append({"dataset": name, "oos": kind, "shots": shot, "seed": seed,
                              "encoder": encoder_name, **report.to_dict()})
     return rows
+
+
+def oos_markdown(rows: List[Dict[str, object]]) -> str:
+    """The OOS rows as a markdown table (percentages)."""
+    lines = [
+        "| dataset | OOS kind | shots | encoder | in-scope acc % | OOS recall % | AUROC % "
+        "| ECE % | threshold |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['oos']} | {r['shots']} | `{r['encoder']}` "
+            f"| {100 * r['in_scope_accuracy']:.1f} | {100 * r['oos_recall']:.1f} "
+            f"| {100 * r['auroc']:.1f} | {100 * r['ece']:.1f} | {r['threshold']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -61,3 +61,49 @@ def test_without_spread_to_learn_from_everything_is_in_scope():
     assert not cal.enabled
     assert cal(torch.tensor([-1.0, 0.0])).tolist() == [1.0, 1.0]
     assert InScopeCalibrator.from_dict(cal.to_dict()) == cal
+
+
+def test_threshold_selection_on_a_toy_validation_set():
+    import numpy as np
+
+    from rasa_meta.oos_eval import ScoredSplit, choose_threshold, evaluate_oos
+
+    valid_in = ScoredSplit(np.array([0.9, 0.8, 0.7, 0.35]), ["a", "a", "b", "b"],
+                           ["a", "a", "b", "a"])
+    valid_oos = ScoredSplit(np.array([0.1, 0.3, 0.5]), ["a", "b", "a"], [None] * 3)
+    # at 0.7: all 3 correct in-scope kept (3/4), all 3 OOS rejected: the best mean (0.875)
+    assert choose_threshold(valid_in, valid_oos) == 0.7
+    report = evaluate_oos(None, valid_in, valid_oos, valid_in, valid_oos)
+    assert report.in_scope_accuracy == 0.75 and report.oos_recall == 1.0
+    assert report.auroc == 11 / 12  # 0.35 ranks below 0.5, all other pairs ordered
+
+
+def test_fallback_classifier_fires_on_far_message_not_on_training_example(tiny_encoder_dir,
+                                                                           tmp_path):
+    from rasa.engine.graph import ExecutionContext, GraphSchema
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+    from rasa.nlu.classifiers.fallback_classifier import FallbackClassifier
+    from rasa.shared.nlu.training_data.message import Message
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    from rasa_meta.component import MetaIntentClassifier
+    from tests.conftest import toy_corpus
+
+    texts, labels = toy_corpus()
+    storage = LocalModelStorage(tmp_path)
+    context = ExecutionContext(GraphSchema({}), "m")
+    config = {**MetaIntentClassifier.get_default_config(), "encoder": str(tiny_encoder_dir)}
+    clf = MetaIntentClassifier.create(config, storage, Resource("c"), context)
+    clf.train(TrainingData([Message(data={"text": t, "intent": i})
+                            for t, i in zip(texts, labels)]))
+    fallback = FallbackClassifier.create(
+        {**FallbackClassifier.get_default_config(), "threshold": 0.4,
+         "ambiguity_threshold": 0.0},
+        storage, Resource("f"), context,
+    )
+    far = "§§§ 12345 ¤¤¤ zzzz qqqq xxxx"
+    messages = fallback.process(clf.process([Message(data={"text": texts[6]}),
+                                             Message(data={"text": far})]))
+    assert messages[0].get("intent")["name"] == labels[6]
+    assert messages[1].get("intent")["name"] == "nlu_fallback"
