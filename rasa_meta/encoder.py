@@ -117,6 +117,19 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def clean_text(text: str) -> str:
+    """Text any tokenizer accepts. A Python string may hold lone UTF-16 surrogates (e.g.
+    ``"\\ud800"`` from a JSON request), which cannot be encoded as UTF-8 and make fast
+    tokenizers raise; surrogate pairs are joined, lone ones become U+FFFD."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average token states over the real (non-padding) tokens."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -177,7 +190,7 @@ class SentenceEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
         batch = self.tokenizer(
-            list(texts),
+            [clean_text(t) for t in texts],
             padding=True,
             truncation=True,
             max_length=self.max_length,

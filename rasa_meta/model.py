@@ -247,6 +247,9 @@ class FewShotIntentModel:
                 raise ValueError(f"support tensor of shape {tuple(support.shape)}")
             if len(support) and int(model.head.support_targets.max()) >= len(labels):
                 raise ValueError("example labels out of range")
+            weights = getattr(model.head, "weights", None)
+            if weights is not None and tuple(weights.shape) != (len(labels), support.shape[1]):
+                raise ValueError(f"refined head of shape {tuple(weights.shape)}")
         except (KeyError, ValueError, RuntimeError, IndexError) as e:
             raise ModelLoadError(
                 f"'{directory / HEAD_FILE}' does not match '{meta_file}' ({e}). {RETRAIN_HINT}"
