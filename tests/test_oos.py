@@ -107,3 +107,17 @@ def test_fallback_classifier_fires_on_far_message_not_on_training_example(tiny_e
                                              Message(data={"text": far})]))
     assert messages[0].get("intent")["name"] == labels[6]
     assert messages[1].get("intent")["name"] == "nlu_fallback"
+
+
+def test_threshold_rule_that_bounds_the_in_scope_cost():
+    import numpy as np
+
+    from rasa_meta.oos_eval import ScoredSplit, choose_threshold
+
+    valid_in = ScoredSplit(np.array([0.9, 0.8, 0.6, 0.5]), ["a"] * 4, ["a"] * 4)
+    valid_oos = ScoredSplit(np.array([0.2, 0.55, 0.7]), ["a"] * 3, [None] * 3)
+    # balanced: 0.8 keeps 2/4 and rejects 3/3 (0.75) vs 0.6: 3/4 and 2/3 (0.708...)
+    assert choose_threshold(valid_in, valid_oos) == 0.8
+    # no in-scope loss allowed: the highest threshold that keeps all four is 0.5
+    assert choose_threshold(valid_in, valid_oos, max_in_scope_drop=0.0) == 0.5
+    assert choose_threshold(valid_in, valid_oos, max_in_scope_drop=0.25) == 0.6
