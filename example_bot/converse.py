@@ -9,11 +9,14 @@ bot's replies. Run from inside example_bot/ after `rasa train`:
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
 from rasa.core.agent import Agent
 from rasa.model import get_latest_model
+from rasa.utils.common import configure_logging_and_warnings
+from rasa.utils.log_utils import configure_structlog
 
 SCRIPT = [
     "hi there",
@@ -30,6 +33,9 @@ SCRIPT = [
 
 
 async def converse(model_path: str) -> None:
+    # quiet like the `rasa` command: only the conversation on stdout
+    configure_logging_and_warnings(logging.WARNING)
+    configure_structlog(logging.WARNING)
     agent = Agent.load(model_path)
     sender = "demo-user"
     for text in SCRIPT:

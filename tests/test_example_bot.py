@@ -72,3 +72,11 @@ def test_a_conversation_gets_the_fallback_reply_for_gibberish(agent):
     replies = asyncio.run(agent.handle_text("asdf qwerty zzz", sender_id="t1"))
     texts = " ".join(r.get("text", "") for r in replies)
     assert "rephrase" in texts.lower()
+
+
+def test_cancel_flow_confirms_after_other_topics(agent):
+    sender = "t2"
+    for text in ("hi", "where is my order", "please cancel my order"):
+        asyncio.run(agent.handle_text(text, sender_id=sender))
+    replies = asyncio.run(agent.handle_text("yes", sender_id=sender))
+    assert "cancellation" in " ".join(r.get("text", "") for r in replies).lower()
