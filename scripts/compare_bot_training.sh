@@ -9,26 +9,13 @@ WORK=$(mktemp -d)
 export RASA_TELEMETRY_ENABLED=false RASA_CACHE_DIRECTORY="$WORK/cache"
 cp -r example_bot/{domain.yml,data} "$WORK/"
 cp example_bot/config.yml "$WORK/config_meta.yml"
-python3 - "$WORK/config_meta.yml" "$WORK/config_diet.yml" <<'PY'
+"$BIN/python" - "$WORK/config_meta.yml" "$WORK/config_diet.yml" <<'PY'
 import sys
+from rasa_meta.benchmark import DIET_PIPELINE  # the one DIET definition the benchmark uses
 meta = open(sys.argv[1]).read()
-diet_pipeline = """pipeline:
-  - name: WhitespaceTokenizer
-  - name: RegexFeaturizer
-  - name: LexicalSyntacticFeaturizer
-  - name: CountVectorsFeaturizer
-  - name: CountVectorsFeaturizer
-    analyzer: char_wb
-    min_ngram: 1
-    max_ngram: 4
-  - name: DIETClassifier
-    epochs: 100
-    constrain_similarities: true
-  - name: FallbackClassifier
-"""
 start = meta.index("pipeline:")
-end = meta.index("  - name: FallbackClassifier") + len("  - name: FallbackClassifier\n")
-open(sys.argv[2], "w").write(meta[:start] + diet_pipeline + meta[end:])
+end = meta.index("  - name: FallbackClassifier")
+open(sys.argv[2], "w").write(meta[:start] + "pipeline:\n" + DIET_PIPELINE + meta[end:])
 PY
 cd "$WORK"
 for name in meta diet; do
@@ -39,8 +26,12 @@ for name in meta diet; do
   echo "$name rasa_train_seconds $(python3 -c "print(round($end - $start, 1))")"
 done
 "$BIN/python" - "$ROOT/example_bot/tests/nlu_paraphrases.yml" "$ROOT/example_bot/tests/oos_messages.txt" <<'PY'
-import asyncio, sys
+import asyncio, logging, sys
 from rasa.core.agent import Agent
+from rasa.utils.common import configure_logging_and_warnings
+from rasa.utils.log_utils import configure_structlog
+configure_logging_and_warnings(logging.WARNING)
+configure_structlog(logging.WARNING)
 from rasa_meta.corpus import load_rasa_nlu
 held = load_rasa_nlu(sys.argv[1])
 oos = [l for l in open(sys.argv[2]).read().splitlines() if l.strip()]
