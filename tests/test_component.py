@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 import torch
-from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
 from rasa.shared.exceptions import InvalidConfigException
@@ -17,11 +16,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from rasa_meta import __version__
 from rasa_meta.component import MetaIntentClassifier
 from tests.conftest import TOY_DATA, toy_corpus
-
-
-def new_storage(path: Path) -> LocalModelStorage:
-    path.mkdir(parents=True, exist_ok=True)
-    return LocalModelStorage(path)
+from tests.rasa_helpers import context, load, new_storage, parse
 
 
 @pytest.fixture
@@ -34,8 +29,6 @@ def config(tiny_encoder_dir) -> Dict[str, Any]:
     return {**MetaIntentClassifier.get_default_config(), "encoder": str(tiny_encoder_dir)}
 
 
-def context(finetuning: bool = False) -> ExecutionContext:
-    return ExecutionContext(GraphSchema({}), "test-model", is_finetuning=finetuning)
 
 
 def training_data(pairs=None) -> TrainingData:
@@ -51,12 +44,8 @@ def train(config, storage, name="clf", data=None) -> MetaIntentClassifier:
     return clf
 
 
-def parse(clf: MetaIntentClassifier, texts: List[str]) -> List[Message]:
-    return clf.process([Message(data={"text": t}) for t in texts])
 
 
-def load(config, storage, name="clf") -> MetaIntentClassifier:
-    return MetaIntentClassifier.load(config, storage, Resource(name), context())
 
 
 QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]

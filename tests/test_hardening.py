@@ -18,7 +18,6 @@ from typing import Any, Dict, List
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
 from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
@@ -29,19 +28,15 @@ from rasa_meta.component import MetaIntentClassifier
 from rasa_meta.encoder import SentenceEncoder, clean_text
 from rasa_meta.model import FORMAT_VERSION, ModelLoadError
 from tests.conftest import REPO, TOY_DATA, toy_corpus
+from tests.rasa_helpers import context, load, new_storage, parse
 
 QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def new_storage(path: Path) -> LocalModelStorage:
-    path.mkdir(parents=True, exist_ok=True)
-    return LocalModelStorage(path)
 
 
-def context() -> ExecutionContext:
-    return ExecutionContext(GraphSchema({}), "test-model")
 
 
 def make_config(encoder: Any, **overrides: Any) -> Dict[str, Any]:
@@ -63,12 +58,8 @@ def train(config, storage, data=None, name="clf") -> MetaIntentClassifier:
     return clf
 
 
-def load(config, storage, name="clf") -> MetaIntentClassifier:
-    return MetaIntentClassifier.load(config, storage, Resource(name), context())
 
 
-def parse(clf, texts) -> List[Message]:
-    return clf.process([Message(data={"text": t}) for t in texts])
 
 
 def rankings(messages: List[Message]):
