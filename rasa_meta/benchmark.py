@@ -31,7 +31,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -83,6 +83,43 @@ DIET_PIPELINE = """\
     epochs: 100
     constrain_similarities: true
 """
+
+
+EncoderSpec = Union[str, Mapping[str, str]]
+
+
+def parse_encoder_specs(specs: Sequence[str] | None) -> Dict[str, str]:
+    """``["x", "BANKING77=y"]`` -> ``{"*": "x", "BANKING77": "y"}``.
+
+    A ``DATASET=ENCODER`` spec sets the plugin encoder of one dataset, so every dataset can be
+    benchmarked with an encoder whose meta-training never saw it, in one run. A spec without
+    ``=`` (or whose left side is a path) is the encoder of every other dataset.
+    """
+    encoders: Dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, value = spec.partition("=")
+        if sep and name and value and "/" not in name and "\\" not in name:
+            encoders[name] = value
+        else:
+            encoders["*"] = spec
+    encoders.setdefault("*", "default")
+    return encoders
+
+
+def encoder_for(encoders: EncoderSpec, dataset: str) -> str:
+    """The plugin encoder benchmarked on ``dataset``."""
+    if isinstance(encoders, str):
+        return encoders
+    return encoders.get(dataset, encoders.get("*", "default"))
+
+
+def _describe_encoders(encoders: EncoderSpec) -> str:
+    if isinstance(encoders, str):
+        return encoders
+    if set(encoders) == {"*"}:
+        return encoders["*"]
+    rest = [f"{k}={v}" for k, v in encoders.items() if k != "*"]
+    return ", ".join(rest + ([f"others={encoders['*']}"] if "*" in encoders else []))
 
 
 def rasa_config(method: str, encoder: str) -> str:
@@ -537,6 +574,29 @@ def _check_encoder(encoder: str) -> None:
         )
 
 
+def _estimate_skipped_diet(rows: List[Dict[str, Any]]) -> None:
+    """Projected DIET train seconds for skipped rows, from this run's DIET rows.
+
+    At a fixed number of epochs DIET's train time grows about linearly with the number of
+    training examples, so the estimate scales the largest measured DIET split of the dataset.
+    """
+    measured = [r for r in rows if r["method"] == DIET and r.get("train_s") and r.get("n_train")]
+    for row in rows:
+        if row["method"] != DIET or not row.get("skipped"):
+            continue
+        same = [r for r in measured if r["dataset"] == row["dataset"]] or measured
+        if same:
+            ref = max(same, key=lambda r: r["n_train"])
+            row["estimated_train_s"] = ref["train_s"] * row["n_train"] / ref["n_train"]
+        else:
+            row["estimated_train_s"] = None
+
+
+def _finish_rows(rows: List[Dict[str, Any]]) -> None:
+    _add_ratios(rows)
+    _estimate_skipped_diet(rows)
+
+
 def _add_ratios(rows: List[Dict[str, Any]]) -> None:
     diet = {(r["dataset"], r["shots"], r["seed"]): r for r in rows
             if r["method"] == DIET and r.get("error") is None}
@@ -561,7 +621,7 @@ def run_benchmark(
     shots: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
-    encoder: str = "default",
+    encoder: EncoderSpec = "default",
     output_dir: Union[str, Path] = "benchmark_results",
     nlu_train: Union[str, Path] | None = None,
     nlu_test: Union[str, Path] | None = None,
@@ -575,11 +635,17 @@ def run_benchmark(
     isolate: bool = True,
     show_child_output: bool = False,
     command: str | None = None,
+    diet_max_train: int | None = None,
 ) -> Dict[str, Any]:
     """Run every method on every split; write results.json, results.md and plots.
 
-    ``quick`` fills the options left as ``None`` with a small subset (CLINC150, 10 intents,
-    ``train_5``, 100 test messages). Returns ``{"run": {...}, "rows": [...]}``.
+    ``encoder`` is one encoder for every dataset or a mapping ``{dataset: encoder}`` with
+    ``"*"`` for the rest (see ``parse_encoder_specs``). ``quick`` fills the options left as
+    ``None`` with a small subset (CLINC150, 10 intents, ``train_5``, 100 test messages).
+    ``diet_max_train`` skips DIET on larger training splits (100 epochs of DIET on a 15k-example
+    split take hours on a CPU); a skipped row carries the reason and a train-time estimate from
+    this run's own DIET rows. ``results.json`` is rewritten after every run, so an interrupted
+    benchmark keeps what it measured. Returns ``{"run": {...}, "rows": [...]}``.
     """
     from rasa_meta.evaluation import accuracy, macro_f1
 
@@ -594,29 +660,32 @@ def run_benchmark(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
-    if any(m in (PLUGIN, PLUGIN_MATCHING) for m in methods):
-        _check_encoder(encoder)
 
     out = Path(output_dir)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     splits = build_splits(datasets, shots, seeds, Path(root) if root else None,
                           nlu_train, nlu_test, max_intents, max_test)
     if not splits:
         raise ValueError("Nothing to run: no datasets given.")
+    if any(m in (PLUGIN, PLUGIN_MATCHING) for m in methods):
+        for name in dict.fromkeys(split.dataset for split in splits):
+            _check_encoder(encoder_for(encoder, name))
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     run_info = machine_info()
     run_info.update({
         "command": command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "encoder": encoder,
+        "encoder": _describe_encoders(encoder),
+        "encoders": ({"*": encoder} if isinstance(encoder, str) else dict(encoder)),
         "frozen_encoder": FROZEN_ENCODER,
+        "diet_max_train": diet_max_train,
         "quick": quick,
         "seeds": list(seeds) if seeds is not None else None,
         "isolated_processes": isolate,
         "batch_size": batch_size,
         "warmup_messages": warmup_messages,
         "throughput_mode": THROUGHPUT_MODE.format(batch=batch_size),
-        "diet_config": rasa_config(DIET, encoder),
-        "plugin_config": rasa_config(PLUGIN, encoder),
+        "diet_config": rasa_config(DIET, "default"),
+        "plugin_config": rasa_config(PLUGIN, encoder_for(encoder, splits[0].dataset)),
     })
 
     # The same latency sample for every method of a split; one bare forward row per dataset.
@@ -626,8 +695,9 @@ def run_benchmark(
         order = list(range(len(split.test)))
         random.Random(0).shuffle(order)
         sample = [split.test.texts[i] for i in order[:latency_messages]]
+        plugin_encoder = encoder_for(encoder, split.dataset)
         common = {"latency_texts": sample, "warmup": warmup_messages, "batch_size": batch_size,
-                  "encoder": encoder}
+                  "encoder": plugin_encoder}
         if split.dataset not in bare_done and any(m.startswith(PLUGIN) for m in methods):
             bare_done.add(split.dataset)
             jobs.append((split, dict(common, method=BARE_FORWARD)))
@@ -635,7 +705,10 @@ def run_benchmark(
             job = dict(common, method=method, train_texts=split.train.texts,
                        train_labels=split.train.labels, test_texts=split.test.texts)
             if method in RASA_METHODS:
-                job["config"] = rasa_config(method, encoder)
+                job["config"] = rasa_config(method, plugin_encoder)
+            if method == DIET and diet_max_train is not None and len(split.train) > diet_max_train:
+                job["skip"] = (f"not run: {len(split.train)} training examples > "
+                               f"--diet-max-train {diet_max_train}")
             jobs.append((split, job))
 
     rows: List[Dict[str, Any]] = []
@@ -650,10 +723,13 @@ def run_benchmark(
         log_file = None if show_child_output else out / "logs" / f"{tag}_{safe}.log"
         if log_file is not None and log_file.exists():
             log_file.unlink()
-        with tempfile.TemporaryDirectory(prefix="rasa-meta-bench-") as tmp:
-            wall = time.perf_counter()
-            result = _run_isolated(job, Path(tmp), log_file, isolate)
-            wall = time.perf_counter() - wall
+        wall = time.perf_counter()
+        if "skip" in job:
+            result: Dict[str, Any] = {}
+        else:
+            with tempfile.TemporaryDirectory(prefix="rasa-meta-bench-") as tmp:
+                result = _run_isolated(job, Path(tmp), log_file, isolate)
+        wall = time.perf_counter() - wall
         row: Dict[str, Any] = {
             "dataset": split.dataset,
             "shots": split.shots,
@@ -671,13 +747,14 @@ def run_benchmark(
             "paired_forward_p50_ms": result.get("paired_forward_p50_ms"),
             "process_wall_s": wall,
             "error": result.get("error"),
-            "log": str(log_file) if log_file is not None else None,
+            "skipped": job.get("skip"),
+            "log": str(log_file) if log_file is not None and "skip" not in job else None,
         }
         if method == BARE_FORWARD:
             row.update({"n_train": None, "n_test": None, "shots": None, "seed": None,
-                        "train_split": None, "encoder": encoder})
+                        "train_split": None, "encoder": job["encoder"]})
         elif method in (PLUGIN, PLUGIN_MATCHING):
-            row["encoder"] = encoder
+            row["encoder"] = job["encoder"]
         else:
             row["encoder"] = FROZEN_ENCODER if method in (CENTROID, LOGREG) else None
         if "latencies" in result:
@@ -691,13 +768,17 @@ def run_benchmark(
         if row["error"]:
             tqdm.write(f"[benchmark] {split.dataset} {split.shots} {method} failed: "
                        f"{row['error']} (log: {log_file})")
+        elif row["skipped"]:
+            tqdm.write(f"[benchmark] {split.dataset} {split.shots} {method} {row['skipped']}")
         else:
             tqdm.write(_progress_line(row))
         rows.append(row)
-    _add_ratios(rows)
-    run_info["wall_s"] = time.perf_counter() - started
+        run_info["complete"] = len(rows) == len(jobs)
+        run_info["wall_s"] = time.perf_counter() - started
+        _finish_rows(rows)
+        (out / "results.json").write_text(json.dumps({"run": run_info, "rows": rows}, indent=2)
+                                          + "\n", encoding="utf-8")
     result = {"run": run_info, "rows": rows}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(to_markdown(result), encoding="utf-8")
     result["plots"] = [str(p) for p in write_plots(rows, out)]
     return result
@@ -751,7 +832,8 @@ def to_markdown(result: Dict[str, Any]) -> str:
         f"{run['started']} · {run['cpu']} ({run['cpu_count']} cores, {run['memory_gb']} GB) · "
         f"device {run['device']} · rasa {run['rasa']} · tensorflow {run['tensorflow']} · "
         f"torch {run['torch']} · transformers {run['transformers']} · "
-        f"plugin encoder `{run['encoder']}` · total {run['wall_s']:.0f} s",
+        f"plugin encoder `{run['encoder']}` · total {run['wall_s']:.0f} s"
+        + ("" if run.get("complete", True) else " · **incomplete run**"),
         "",
         "| dataset | shots | seed | method | acc % | macro-F1 % | train s | train ×DIET | "
         "p50 ms | p95 ms | p50 ×DIET | batch msg/s | peak RSS MB |",
@@ -763,6 +845,13 @@ def to_markdown(result: Dict[str, Any]) -> str:
         if r.get("error"):
             lines.append(f"| {r['dataset']} | {r['shots']} | {_seed(r['seed'])} | {r['method']} "
                          f"| failed: {r['error'][:80]} |||||||||")
+            continue
+        if r.get("skipped"):
+            estimate = r.get("estimated_train_s")
+            note = (f"; est. train ≈ {estimate / 60:.0f} min from this run's DIET rows"
+                    if estimate else "")
+            lines.append(f"| {r['dataset']} | {r['shots']} | {_seed(r['seed'])} | {r['method']} "
+                         f"| {r['skipped']}{note} |||||||||")
             continue
         lines.append(
             f"| {r['dataset']} | {r['shots']} | {_seed(r['seed'])} | {r['method']} "
@@ -776,7 +865,7 @@ def to_markdown(result: Dict[str, Any]) -> str:
         lines += [
             "",
             "Plugin parse latency against a bare encoder forward (one "
-            f"`SentenceEncoder.encode([text])` call with the plugin encoder `{run['encoder']}`). "
+            "`SentenceEncoder.encode([text])` call with the dataset's plugin encoder). "
             "Standalone: the `bare_encoder_forward` run vs the parse p50 above (separate "
             "processes, run at different times). Paired: parse and forward alternate message by "
             "message in the plugin's process, so both see the same machine load.",

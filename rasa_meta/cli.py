@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from dataclasses import fields
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from rasa_meta.meta_train import MetaTrainingArguments
 
@@ -145,18 +145,22 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", default=None,
                    help="Subset of: rasa_meta, rasa_meta[matching], diet, minilm[centroid], "
                         "minilm[logreg] (default: all).")
-    p.add_argument("--encoder", default="default",
+    p.add_argument("--encoder", action="append", default=None, metavar="[DATASET=]ENCODER",
                    help="Encoder of the plugin methods ('default': the shipped meta-trained "
-                        "one; 'minilm': the frozen base model; or a checkpoint directory).")
+                        "one; 'minilm': the frozen base model; or a checkpoint directory). "
+                        "Repeat as DATASET=ENCODER to give each dataset its own, e.g. an "
+                        "encoder meta-trained without it (default: default).")
+    p.add_argument("--diet-max-train", type=int, default=None, metavar="N",
+                   help="Skip DIET on training splits of more than N examples (its 100 epochs "
+                        "take hours on the full splits on a CPU); the table shows an estimate "
+                        "instead.")
     p.add_argument("--output-dir", default="benchmark_results")
     p.add_argument("--oos", action="store_true",
                    help="Run the out-of-scope protocol instead: CLINC150 (oos) and "
                         "BANKING77-OOS (id-oos, ood-oos), 10-shot and full, threshold chosen "
                         "on valid; writes oos.json and oos.md.")
     p.add_argument("--oos-encoder", action="append", default=[], metavar="DATASET=ENCODER",
-                   help="With --oos: the encoder for one dataset family (e.g. "
-                        "CLINC150=runs/no-clinc), so no number comes from an encoder "
-                        "meta-trained on it. Others use --encoder.")
+                   help="Same as --encoder DATASET=ENCODER (kept for existing scripts).")
     p.add_argument("--quick", action="store_true",
                    help="Small subset that runs in minutes on a CPU: CLINC150, 10 intents, "
                         "train_5, 100 test messages.")
@@ -175,6 +179,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None)
 
 
+def _encoders(ns: argparse.Namespace) -> Dict[str, str]:
+    from rasa_meta.benchmark import parse_encoder_specs
+
+    return parse_encoder_specs((ns.encoder or []) + list(ns.oos_encoder))
+
+
 def _run_benchmark(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -187,7 +197,8 @@ def _run_benchmark(ns: argparse.Namespace) -> int:
         shots=ns.shots,
         seeds=ns.seeds,
         methods=ns.methods,
-        encoder=ns.encoder,
+        encoder=_encoders(ns),
+        diet_max_train=ns.diet_max_train,
         output_dir=ns.output_dir,
         nlu_train=ns.nlu_train,
         nlu_test=ns.nlu_test,
@@ -215,8 +226,7 @@ def _run_oos_benchmark(ns: argparse.Namespace) -> int:
 
     from rasa_meta.oos_eval import oos_markdown, run_oos_benchmark
 
-    encoders = {"*": ns.encoder}
-    encoders.update(dict(spec.split("=", 1) for spec in ns.oos_encoder))
+    encoders = _encoders(ns)
     shots = ns.shots or ["10", "full"]
     rows = run_oos_benchmark(encoders, shots=shots, root=ns.data_root,
                              cache_dir=str(Path(ns.output_dir) / "embeddings"))

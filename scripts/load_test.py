@@ -58,16 +58,13 @@ BAD_INPUTS: Dict[str, str] = {
 
 
 def diet_pipeline(retrieval_intents: bool) -> List[Dict[str, Any]]:
-    """Rasa's default NLU pipeline (as `rasa init` writes it, DIET at 100 epochs)."""
-    pipeline: List[Dict[str, Any]] = [
-        {"name": "WhitespaceTokenizer"},
-        {"name": "RegexFeaturizer"},
-        {"name": "LexicalSyntacticFeaturizer"},
-        {"name": "CountVectorsFeaturizer"},
-        {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
-        {"name": "DIETClassifier", "epochs": 100},
-        {"name": "EntitySynonymMapper"},
-    ]
+    """Rasa's default NLU pipeline, as the benchmark defines it, plus the bot's extras."""
+    import yaml
+
+    from rasa_meta.benchmark import DIET_PIPELINE
+
+    pipeline: List[Dict[str, Any]] = yaml.safe_load(DIET_PIPELINE)
+    pipeline.append({"name": "EntitySynonymMapper"})
     if retrieval_intents:  # ResponseSelector only has something to learn from faq/... intents
         pipeline.append({"name": "ResponseSelector", "epochs": 100})
     return pipeline

@@ -168,6 +168,12 @@ def _row(method, acc, train_s, p50, **extra):
     return row
 
 
+_RUN = {"command": "rasa-meta benchmark", "started": "now", "cpu": "cpu", "cpu_count": 2,
+        "memory_gb": 1, "device": "cpu", "rasa": "3.6", "tensorflow": "2", "torch": "2",
+        "transformers": "5", "encoder": "minilm", "wall_s": 1.0, "warmup_messages": 10,
+        "throughput_mode": "mode."}
+
+
 def test_ratios_markdown_and_plots(tmp_path):
     rows = [
         _row(benchmark.BARE_FORWARD, None, None, 5.0, shots=None, train_split=None),
@@ -187,11 +193,7 @@ def test_ratios_markdown_and_plots(tmp_path):
     assert diet["train_vs_diet"] == pytest.approx(1.0)
     assert matching["paired_parse_vs_forward"] is None  # not measured
     assert rows[5]["train_vs_diet"] is None
-    run = {"command": "rasa-meta benchmark", "started": "now", "cpu": "cpu", "cpu_count": 2,
-           "memory_gb": 1, "device": "cpu", "rasa": "3.6", "tensorflow": "2", "torch": "2",
-           "transformers": "5", "encoder": "minilm", "wall_s": 1.0, "warmup_messages": 10,
-           "throughput_mode": "mode."}
-    text = benchmark.to_markdown({"run": run, "rows": rows})
+    text = benchmark.to_markdown({"run": _RUN, "rows": rows})
     for method in benchmark.METHODS:
         assert f"| {method} |" in text
     assert "failed: RuntimeError: boom" in text
@@ -217,9 +219,67 @@ def test_cli_registers_benchmark():
     ns = build_parser().parse_args(
         ["benchmark", "--quick", "--encoder", "minilm", "--shots", "5", "full", "--seeds", "0",
          "1", "--methods", "diet", "rasa_meta[matching]"])
-    assert ns.quick and ns.encoder == "minilm" and ns.shots == ["5", "full"]
+    assert ns.quick and ns.encoder == ["minilm"] and ns.shots == ["5", "full"]
     assert ns.seeds == [0, 1] and ns.methods == ["diet", "rasa_meta[matching]"]
-    assert build_parser().parse_args(["benchmark"]).encoder == "default"
+    ns = build_parser().parse_args(["benchmark"])
+    assert ns.encoder is None and ns.diet_max_train is None
+    ns = build_parser().parse_args(
+        ["benchmark", "--encoder", "BANKING77=runs/a", "--encoder", "CLINC150=runs/b",
+         "--diet-max-train", "2000"])
+    assert ns.encoder == ["BANKING77=runs/a", "CLINC150=runs/b"] and ns.diet_max_train == 2000
+
+
+def test_parse_encoder_specs():
+    parse = benchmark.parse_encoder_specs
+    assert parse(None) == {"*": "default"}
+    assert parse(["minilm"]) == {"*": "minilm"}
+    specs = parse(["BANKING77=runs/no-banking", "CLINC150=runs/no-clinc", "minilm"])
+    assert specs == {"BANKING77": "runs/no-banking", "CLINC150": "runs/no-clinc", "*": "minilm"}
+    assert benchmark.encoder_for(specs, "CLINC150") == "runs/no-clinc"
+    assert benchmark.encoder_for(specs, "my_bot") == "minilm"
+    assert benchmark.encoder_for("x", "BANKING77") == "x"
+    # a path holding "=" is an encoder, not a DATASET=ENCODER pair
+    assert parse(["runs/lr=3e-5"]) == {"*": "runs/lr=3e-5"}
+
+
+def test_each_dataset_encoder_is_checked_before_anything_runs(tmp_path):
+    from rasa_meta.encoder import EncoderNotFoundError
+
+    with pytest.raises(EncoderNotFoundError):
+        benchmark.run_benchmark(encoder={"CLINC150": str(tmp_path / "missing"), "*": "minilm"},
+                                quick=True, methods=[benchmark.PLUGIN],
+                                output_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.skipif(not (data_root() / "CLINC150").is_dir(), reason="no corpora")
+def test_diet_above_max_train_is_skipped_not_run(tmp_path):
+    out = tmp_path / "out"
+    result = benchmark.run_benchmark(quick=True, methods=[benchmark.DIET], diet_max_train=10,
+                                     output_dir=out)
+    (row,) = result["rows"]
+    assert row["method"] == benchmark.DIET and row["n_train"] == 50
+    assert row["skipped"].startswith("not run: 50 training examples > --diet-max-train 10")
+    assert row["accuracy"] is None and row["error"] is None and row["log"] is None
+    assert row["estimated_train_s"] is None  # no DIET row measured in this run
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert data["run"]["complete"] is True and data["run"]["diet_max_train"] == 10
+    assert "| diet | not run: 50 training examples" in (out / "results.md").read_text("utf-8")
+
+
+def test_skipped_diet_estimate_scales_with_training_examples():
+    rows = [
+        _row(benchmark.DIET, 0.5, 100.0, 10.0, n_train=500, shots="5"),
+        _row(benchmark.DIET, 0.6, 200.0, 10.0, n_train=1000, shots="10"),
+        _row(benchmark.DIET, None, None, None, n_train=10000, shots="full",
+             skipped="not run: 10000 training examples > --diet-max-train 2000"),
+        _row(benchmark.PLUGIN, 0.9, 5.0, 6.0, n_train=10000, shots="full"),
+    ]
+    benchmark._finish_rows(rows)
+    assert rows[2]["estimated_train_s"] == pytest.approx(2000.0)
+    assert rows[2]["train_vs_diet"] is None and rows[3]["train_vs_diet"] is None
+    text = benchmark.to_markdown({"run": _RUN, "rows": rows})
+    assert "est. train ≈ 33 min" in text
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -229,7 +289,9 @@ def test_cli_registers_benchmark():
 @pytest.mark.skipif(not (data_root() / "CLINC150").is_dir(), reason="no corpora")
 def test_quick_benchmark_end_to_end(tmp_path):
     out = tmp_path / "bench"
-    result = benchmark.run_benchmark(quick=True, encoder="minilm", output_dir=out)
+    # a per-dataset encoder; the "*" fallback is never used, so it need not exist
+    result = benchmark.run_benchmark(quick=True, output_dir=out,
+                                     encoder={"CLINC150": "minilm", "*": "missing/encoder"})
 
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert data["rows"] == json.loads(json.dumps(result["rows"]))
@@ -251,6 +313,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
         if row["method"] in benchmark.RASA_METHODS:
             assert row["parse_agreement"] is not None and row["model_mb"] > 0
         if row["method"] in (benchmark.PLUGIN, benchmark.PLUGIN_MATCHING):
+            assert row["encoder"] == "minilm"
             assert row["p50_vs_bare_forward"] is not None
             assert row["paired_parse_vs_forward"] is not None
     # the frozen base encoder is an easy win on 10 CLINC150 intents
