@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rasa_meta.encoder import SentenceEncoder, set_trainable_layers
+from rasa_meta.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
 from rasa_meta.losses import prototypical_loss, supervised_contrastive_loss
 from rasa_meta.meta_train import MetaLearner
 
@@ -59,7 +59,16 @@ def finetune_encoder(
     seed: int = 42,
     show_progress: bool = True,
 ) -> List[str]:
-    """Fine-tune ``encoder`` in place; returns the names of the parameters that changed."""
+    """Fine-tune ``encoder`` in place; returns the names of the parameters that changed.
+
+    ``train_layers`` top transformer blocks are trained (-1: all blocks). The token embeddings
+    always stay frozen: a bot's few hundred examples touch a handful of their rows, and
+    leaving them out keeps the stored delta to the blocks. The changed weights are rounded to
+    float16, the precision they are stored in, so the reloaded model predicts exactly what
+    the trained one did.
+    """
+    if train_layers < 0:
+        train_layers = len(transformer_layers(encoder.model))
     names = set_trainable_layers(encoder.model, train_layers)
     if epochs <= 0 or len(set(labels)) < 2 or not names:
         for p in encoder.model.parameters():
@@ -95,6 +104,9 @@ def finetune_encoder(
         optimizer.step()
         scheduler.step()
     encoder.model.eval()
+    with torch.no_grad():
+        for p in params:
+            p.copy_(p.half().to(p.dtype))
     for p in encoder.model.parameters():
         p.requires_grad_(False)
     return names

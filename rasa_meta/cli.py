@@ -7,9 +7,38 @@ import json
 import logging
 import sys
 from dataclasses import fields
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from rasa_meta.meta_train import MetaTrainingArguments
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, required: Sequence[str] = ()
+) -> None:
+    """One ``--flag`` per dataclass field, typed and documented from the field itself, so the
+    command line cannot drift from the arguments it fills."""
+    defaults = cls()
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kwargs: Dict = {"help": f.metadata.get("help", ""), "dest": f.name}
+        if "choices" in f.metadata:
+            kwargs["choices"] = list(f.metadata["choices"])
+        if f.name in required:
+            kwargs["required"] = True
+        elif isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["default"] = default
+        else:
+            kwargs["default"] = default
+        if isinstance(default, list):
+            kwargs["nargs"] = "*"
+        elif not isinstance(default, bool):
+            kind = f.type if isinstance(f.type, type) else str(f.type)
+            kwargs["type"] = {"int": int, "float": float}.get(
+                getattr(kind, "__name__", kind), str
+            )
+        parser.add_argument(flag, **kwargs)
 
 
 def _add_meta_train(sub: argparse._SubParsersAction) -> None:
@@ -18,46 +47,13 @@ def _add_meta_train(sub: argparse._SubParsersAction) -> None:
         help="Meta-train an encoder on N-way K-shot episodes and write a checkpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    defaults = MetaTrainingArguments()
-    p.add_argument("--corpora", nargs="+", default=defaults.corpora,
-                   help="Known corpus names (BANKING77, CLINC150), split folders or Rasa NLU "
-                        "YAML files.")
-    p.add_argument("--exclude", nargs="*", default=[],
-                   help="Datasets to leave out (their whole family, e.g. BANKING77 also drops "
-                        "BANKING77-OOS).")
-    p.add_argument("--base-model", default=defaults.base_model)
-    p.add_argument("--objective", default=defaults.objective,
-                   choices=["prototypical", "contrastive", "both"])
-    p.add_argument("--episodes", type=int, default=defaults.episodes)
-    p.add_argument("--n-way", type=int, default=defaults.n_way)
-    p.add_argument("--k-shot", type=int, default=defaults.k_shot)
-    p.add_argument("--q-query", type=int, default=defaults.q_query)
-    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    p.add_argument("--train-layers", type=int, default=defaults.train_layers,
-                   help="Top transformer blocks to train (-1: all).")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--no-mixed-precision", action="store_true",
-                   help="Disable bf16 autocast on CUDA.")
-    p.add_argument("--max-length", type=int, default=defaults.max_length)
-    p.add_argument("--domain-prob", type=float, default=defaults.domain_prob)
-    p.add_argument("--valid-episodes", type=int, default=defaults.valid_episodes)
-    p.add_argument("--valid-n-way", type=int, default=defaults.valid_n_way,
-                   help="Classes per meta-valid episode (0: all meta-valid intents).")
-    p.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    p.add_argument("--patience", type=int, default=defaults.patience)
-    p.add_argument("--save-delta", action="store_true",
-                   help="Store only the trained parameters (float16) over the base model.")
-    p.add_argument("--data-root", default=None, help="Folder holding the corpora.")
-    p.add_argument("--output-dir", required=True)
+    add_dataclass_arguments(p, MetaTrainingArguments, required=("output_dir",))
 
 
 def _run_meta_train(ns: argparse.Namespace) -> int:
     from rasa_meta.meta_train import meta_train
 
-    names = {f.name for f in fields(MetaTrainingArguments)}
-    values = {k: v for k, v in vars(ns).items() if k in names}
-    values["mixed_precision"] = not ns.no_mixed_precision
+    values = {f.name: getattr(ns, f.name) for f in fields(MetaTrainingArguments)}
     result = meta_train(MetaTrainingArguments(**values))
     print(
         json.dumps(

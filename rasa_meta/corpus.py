@@ -7,17 +7,51 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-# Corpora found under the data root, and the family each belongs to: leaving a dataset out of
-# meta-training leaves out its whole family (BANKING77-OOS re-splits BANKING77).
-KNOWN_CORPORA = {
-    "BANKING77": ("BANKING77/train", "BANKING77"),
-    "CLINC150": ("CLINC150/train", "CLINC150"),
-    "BANKING77-OOS": ("BANKING77-OOS/train", "BANKING77"),
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """A corpus the registry knows: its meta-training split and its dataset family.
+
+    Leaving a dataset out of meta-training leaves out its whole family (BANKING77-OOS
+    re-splits BANKING77) and the domains of other corpora that cover the same ground
+    (``related_domains``: CLINC150's banking and credit-card intents for BANKING77).
+    """
+
+    name: str
+    folder: str
+    family: str
+    few_shot_splits: bool = False  # ships the DialoGLUE train_5 / train_10 splits
+    related_domains: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def train_split(self) -> str:
+        return f"{self.folder}/train"
+
+
+CORPORA: Dict[str, CorpusInfo] = {
+    info.name: info
+    for info in (
+        CorpusInfo("BANKING77", "BANKING77", "BANKING77", True,
+                   {"CLINC150": ("banking", "credit_cards")}),
+        CorpusInfo("CLINC150", "CLINC150", "CLINC150", True),
+        CorpusInfo("BANKING77-OOS", "BANKING77-OOS", "BANKING77"),
+        CorpusInfo("SNIPS", "SNIPS", "SNIPS"),
+        CorpusInfo("SGD", "SGD", "SGD"),
+        CorpusInfo("TOP", "TOP", "TOP"),
+        CorpusInfo("MULTIDOGO", "MULTIDOGO", "MULTIDOGO"),
+        CorpusInfo("BITEXT", "BITEXT", "BITEXT"),
+        CorpusInfo("DSTC11", "DSTC11", "DSTC11"),
+    )
 }
+# What meta-training reads by default: every distinct corpus once (BANKING77-OOS repeats
+# BANKING77's texts).
+META_TRAINING_CORPORA = [
+    "BANKING77", "CLINC150", "SNIPS", "SGD", "TOP", "MULTIDOGO", "BITEXT", "DSTC11"
+]
 _ENTITY = re.compile(r"\[([^\]]+)\](\([^)]*\)|\{[^}]*\})")
 
 
@@ -112,22 +146,63 @@ def load_rasa_nlu(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> Intent
     return IntentCorpus(Path(paths[0]).stem, texts, labels)
 
 
+class UnknownCorpusError(ValueError):
+    """A corpus name that is neither registered nor a path."""
+
+
 def load_corpus(spec: str, root: Optional[Path] = None) -> IntentCorpus:
-    """A corpus by known name (``CLINC150``), split folder, or Rasa NLU YAML path."""
+    """A corpus by registered name (``CLINC150``), split folder, or Rasa NLU YAML path."""
     root = root or data_root()
-    if spec in KNOWN_CORPORA:
-        return load_split(root / KNOWN_CORPORA[spec][0], name=spec)
+    info = registered(spec)
+    if info is not None:
+        folder = root / info.train_split
+        if not folder.is_dir():
+            raise UnknownCorpusError(
+                f"Corpus '{info.name}' is registered but '{folder}' does not exist: point "
+                f"RASA_META_DATA (or --data-root) at the folder that holds the corpora."
+            )
+        return load_split(folder, name=info.name)
     path = Path(spec)
     if path.suffix in {".yml", ".yaml"}:
         return load_rasa_nlu(path)
     if not path.exists() and (root / spec).exists():
         path = root / spec
+    if not (path / "seq.in").is_file():
+        raise UnknownCorpusError(
+            f"Unknown corpus '{spec}': not a registered name ({', '.join(CORPORA)}), a split "
+            f"folder with seq.in and label, or a Rasa NLU YAML file."
+        )
     return load_split(path)
+
+
+def registered(name: str) -> Optional[CorpusInfo]:
+    """The registry entry for a corpus name (case-insensitive), or None."""
+    return {k.upper(): v for k, v in CORPORA.items()}.get(name.upper())
 
 
 def corpus_family(name: str) -> str:
     """The dataset a corpus derives from (used for leave-one-dataset-out)."""
-    if name in KNOWN_CORPORA:
-        return KNOWN_CORPORA[name][1]
-    head = name.split("/")[0]
-    return KNOWN_CORPORA.get(head, (None, head))[1]
+    head = name.split(":")[0].split("/")[0]
+    info = registered(head)
+    return info.family if info is not None else head
+
+
+def leave_out(corpora: Sequence[IntentCorpus], excluded: Sequence[str]) -> List[IntentCorpus]:
+    """The corpora with every excluded dataset's family removed, and the intents of other
+    corpora's related domains (e.g. CLINC150 banking for BANKING77) removed too."""
+    families = {corpus_family(e).upper() for e in excluded}
+    drop_domains: Dict[str, set] = {}
+    for e in excluded:
+        info = registered(e)
+        for corpus_name, domains in (info.related_domains if info else {}).items():
+            drop_domains.setdefault(corpus_name.upper(), set()).update(domains)
+    kept = []
+    for corpus in corpora:
+        if corpus_family(corpus.name).upper() in families:
+            continue
+        domains = drop_domains.get(corpus_family(corpus.name).upper())
+        if domains:
+            keep = [i for i in corpus.intents if corpus.domains.get(i) not in domains]
+            corpus = corpus.subset(keep)
+        kept.append(corpus)
+    return kept

@@ -57,7 +57,9 @@ class EpisodeSampler:
     A corpus is drawn in proportion to its number of intents. With probability
     ``domain_prob`` and where the corpus knows its domains, all N classes come from one
     domain (hard negatives: "transfer" vs "transactions" in banking); otherwise from anywhere
-    in the corpus (breadth).
+    in the corpus (breadth). ``n_way=0`` (or an N above a corpus's intent count) takes every
+    intent of the drawn corpus: the many-way limit, where an episode is pooled supervision
+    over a whole corpus.
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class EpisodeSampler:
         seed: int = 0,
         domain_prob: float = 0.5,
     ) -> None:
-        if n_way < 2 or k_shot < 1 or q_query < 1:
-            raise ValueError("Episodes need n_way >= 2, k_shot >= 1 and q_query >= 1.")
+        if n_way == 1 or n_way < 0 or k_shot < 1 or q_query < 1:
+            raise ValueError(
+                "Episodes need n_way >= 2 (or 0 for all intents), k_shot >= 1 and q_query >= 1."
+            )
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
         self.domain_prob = domain_prob
         self.rng = random.Random(seed)
@@ -104,7 +108,8 @@ class EpisodeSampler:
         if rich_domains and self.rng.random() < self.domain_prob:
             domain = self.rng.choice(rich_domains)
             candidates = by_domain[domain]
-        classes = self.rng.sample(candidates, min(self.n_way, len(candidates)))
+        n_way = len(candidates) if self.n_way == 0 else min(self.n_way, len(candidates))
+        classes = self.rng.sample(candidates, n_way)
         support, s_targets, query, q_targets = [], [], [], []
         for target, intent in enumerate(classes):
             texts = self.rng.sample(groups[intent], self.k_shot + self.q_query)

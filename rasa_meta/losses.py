@@ -51,6 +51,24 @@ def supervised_contrastive_loss(
     return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
 
 
+def uniformity_loss(embeddings: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Uniformity of unit vectors on the sphere (Wang & Isola 2020):
+    ``log mean_{i != j} exp(-t * ||x_i - x_j||^2)``.
+
+    Lower is more uniform. Supervised training pulls each class together and, unchecked,
+    collapses the whole space into a narrow cone (anisotropy), which hurts intents that are
+    new at adaptation time; adding this term keeps the embeddings spread out.
+    """
+    n = embeddings.shape[0]
+    if n < 2:
+        return embeddings.sum() * 0.0
+    sq_dist = (2 - 2 * embeddings @ embeddings.T).clamp(min=0)
+    off_diag = ~torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    return torch.logsumexp(-t * sq_dist[off_diag], dim=0) - torch.log(
+        torch.tensor(float(n * (n - 1)), device=embeddings.device)
+    )
+
+
 def episode_loss(
     objective: str,
     support: torch.Tensor,
@@ -59,8 +77,10 @@ def episode_loss(
     query_targets: torch.Tensor,
     scale: torch.Tensor,
     contrastive_temperature: float = 0.07,
+    uniformity_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The chosen objective on one episode ("both" adds them with equal weight)."""
+    """The chosen objective on one episode ("both" adds them with equal weight), plus
+    ``uniformity_weight`` times the uniformity regulariser over all its embeddings."""
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective '{objective}', expected one of {OBJECTIVES}.")
     loss = support.new_zeros(())
@@ -71,4 +91,6 @@ def episode_loss(
         loss = loss + supervised_contrastive_loss(
             emb, torch.cat([support_targets, query_targets]), contrastive_temperature
         )
+    if uniformity_weight:
+        loss = loss + uniformity_weight * uniformity_loss(torch.cat([support, query]))
     return loss

@@ -29,7 +29,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rasa_meta import __version__
-from rasa_meta.corpus import IntentCorpus, corpus_family, load_corpus
+from rasa_meta.corpus import (
+    META_TRAINING_CORPORA,
+    IntentCorpus,
+    corpus_family,
+    leave_out,
+    load_corpus,
+)
 from rasa_meta.encoder import (
     BASE_ENCODER,
     SentenceEncoder,
@@ -44,41 +50,80 @@ from rasa_meta.losses import OBJECTIVES, episode_loss
 logger = logging.getLogger(__name__)
 
 
+def _arg(default, help: str, **kw):
+    """A dataclass field with the help text the CLI shows for it."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass
 class MetaTrainingArguments:
-    """Everything that defines a meta-training run (recorded in the checkpoint)."""
+    """Everything that defines a meta-training run (recorded in the checkpoint).
 
-    output_dir: str = "runs/meta-encoder"
-    base_model: str = BASE_ENCODER
-    corpora: List[str] = field(default_factory=lambda: ["BANKING77", "CLINC150"])
-    exclude: List[str] = field(default_factory=list)  # dataset families left out
-    objective: str = "prototypical"
-    episodes: int = 1000
-    n_way: int = 10
-    k_shot: int = 5
-    q_query: int = 5
-    learning_rate: float = 3e-5
-    train_layers: int = -1  # top transformer blocks to train; -1 trains all
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = True  # bf16 autocast on CUDA
-    max_length: int = 64
-    domain_prob: float = 0.5
-    valid_fraction: float = 0.2
-    valid_episodes: int = 40
-    valid_n_way: int = 0  # classes per meta-valid episode; 0: every meta-valid intent (hardest)
-    eval_every: int = 100
-    patience: int = 4
-    init_scale: float = 20.0
-    contrastive_temperature: float = 0.07
-    save_delta: bool = False  # write only the trained parameters (float16) over base_model
-    data_root: Optional[str] = None
+    The ``rasa-meta meta-train`` flags are generated from these fields.
+    """
+
+    output_dir: str = _arg("runs/meta-encoder", "Where the checkpoint is written.")
+    base_model: str = _arg(BASE_ENCODER, "Encoder to start from (HF name or directory).")
+    corpora: List[str] = _arg(
+        META_TRAINING_CORPORA,
+        "Registered corpus names, split folders or Rasa NLU YAML files.",
+    )
+    exclude: List[str] = _arg(
+        [], "Datasets left out: their whole family, and related domains of other corpora "
+        "(BANKING77 also drops CLINC150's banking and credit_cards)."
+    )
+    objective: str = _arg("prototypical", "Episode objective.", choices=OBJECTIVES)
+    episodes: int = _arg(1000, "Training episodes (steps).")
+    n_way: int = _arg(10, "Intents per episode; 0 takes every intent of the drawn corpus.")
+    k_shot: int = _arg(5, "Support examples per intent.")
+    q_query: int = _arg(5, "Query examples per intent.")
+    learning_rate: float = _arg(3e-5, "Peak learning rate (warm-up, then cosine decay).")
+    train_layers: int = _arg(
+        -1, "Top transformer blocks trained; -1 trains everything, embeddings included."
+    )
+    uniformity_weight: float = _arg(
+        0.0, "Weight of the uniformity (isotropy) regulariser over each episode's embeddings."
+    )
+    seed: int = _arg(0, "Seed of episodes, splits and initialisation.")
+    device: str = _arg("auto", "auto, cpu, cuda or cuda:N.")
+    mixed_precision: bool = _arg(True, "bf16 autocast on CUDA.")
+    max_length: int = _arg(64, "Tokens per text.")
+    domain_prob: float = _arg(0.5, "Chance that an episode's intents share one domain.")
+    valid_fraction: float = _arg(0.2, "Share of each corpus's intents held out as meta-valid.")
+    valid_episodes: int = _arg(40, "Fixed meta-valid episodes.")
+    valid_n_way: int = _arg(0, "Intents per meta-valid episode; 0: all of the corpus's.")
+    valid_corpus: Optional[str] = _arg(
+        None, "A corpus left out of meta-training whose valid split (with valid_shots "
+        "examples per intent from train) picks the best step instead of meta-valid."
+    )
+    valid_shots: int = _arg(10, "Examples per intent for valid_corpus.")
+    keep_last: bool = _arg(
+        False, "Keep the final state instead of the best-scoring one (a step count chosen "
+        "beforehand, e.g. from leave-one-out folds, where no held-out corpus is left)."
+    )
+    eval_every: int = _arg(100, "Steps between meta-valid evaluations.")
+    patience: int = _arg(4, "Evaluations without improvement before stopping.")
+    init_scale: float = _arg(20.0, "Initial similarity scale of the prototypical loss.")
+    contrastive_temperature: float = _arg(0.07, "Temperature of the contrastive loss.")
+    save_delta: bool = _arg(False, "Write only the trained parameters (float16) over base.")
+    data_root: Optional[str] = _arg(None, "Folder holding the corpora.")
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got '{self.objective}'.")
         if self.episodes < 1 or self.eval_every < 1:
             raise ValueError("episodes and eval_every must be positive.")
+        if self.uniformity_weight < 0:
+            raise ValueError("uniformity_weight must be >= 0.")
+        if self.valid_corpus and corpus_family(self.valid_corpus).upper() not in {
+            corpus_family(e).upper() for e in self.exclude
+        }:
+            raise ValueError(
+                f"valid_corpus '{self.valid_corpus}' must be left out of meta-training: add it "
+                f"to exclude."
+            )
 
 
 @dataclass
@@ -135,16 +180,27 @@ def episode_accuracy(encoder: SentenceEncoder, episodes: List[Episode]) -> float
     return correct / max(total, 1)
 
 
+def nearest_centroid_accuracy(
+    encoder: SentenceEncoder, train: IntentCorpus, test: IntentCorpus
+) -> float:
+    """Accuracy of plain prototypes built from ``train`` on ``test`` (full label set)."""
+    names = sorted(set(train.labels))
+    index = {n: i for i, n in enumerate(names)}
+    emb = encoder.encode(train.texts, batch_size=128)
+    targets = torch.tensor([index[lab] for lab in train.labels])
+    protos = torch.zeros(len(names), emb.shape[1]).index_add_(0, targets, emb)
+    pred = (encoder.encode(test.texts, batch_size=128) @ F.normalize(protos, dim=-1).T).argmax(1)
+    return sum(names[p] == g for p, g in zip(pred.tolist(), test.labels)) / max(len(test), 1)
+
+
 def load_meta_corpora(args: MetaTrainingArguments) -> List[IntentCorpus]:
+    """The corpora named in ``args``, minus the excluded datasets (see :func:`leave_out`)."""
     root = Path(args.data_root) if args.data_root else None
-    excluded = {e.upper() for e in args.exclude}
-    corpora = []
-    for spec in args.corpora:
-        corpus = load_corpus(spec, root)
-        if corpus_family(corpus.name).upper() in excluded or spec.upper() in excluded:
-            logger.info("Leaving %s out of meta-training.", spec)
-            continue
-        corpora.append(corpus)
+    loaded = [load_corpus(spec, root) for spec in args.corpora]
+    corpora = leave_out(loaded, args.exclude)
+    for corpus in loaded:
+        if corpus.name not in {c.name for c in corpora}:
+            logger.info("Leaving %s out of meta-training.", corpus.name)
     if not corpora:
         raise ValueError("No corpus left for meta-training after --exclude.")
     return corpora
@@ -175,7 +231,7 @@ def meta_train(
         [tr for tr, _ in splits], args.n_way, args.k_shot, args.q_query,
         seed=args.seed + rank, domain_prob=args.domain_prob,
     )
-    valid_n_way = args.valid_n_way or max(len(va.intents) for _, va in splits)
+    valid_n_way = args.valid_n_way
     valid_sampler = EpisodeSampler(
         [va for _, va in splits], valid_n_way, args.k_shot, args.q_query,
         seed=args.seed + 10_000, domain_prob=args.domain_prob,
@@ -205,9 +261,27 @@ def meta_train(
 
     out_dir = Path(args.output_dir)
     history: List[Dict[str, float]] = []
-    best_acc = episode_accuracy(encoder, valid_episodes)
+    corpus_task = None
+    if args.valid_corpus:
+        from rasa_meta.evaluation import few_shot_task
+
+        corpus_task = few_shot_task(
+            args.valid_corpus, str(args.valid_shots), args.seed,
+            Path(args.data_root) if args.data_root else None, test_split="valid",
+        )
+
+    def evaluate(step: int, loss: float) -> float:
+        """Record meta-valid (and the held-out corpus's valid) accuracy; return the one that
+        picks the best step."""
+        entry = {"step": step, "loss": loss,
+                 "valid_accuracy": episode_accuracy(encoder, valid_episodes)}
+        if corpus_task is not None:
+            entry["corpus_valid_accuracy"] = nearest_centroid_accuracy(encoder, *corpus_task)
+        history.append(entry)
+        return entry.get("corpus_valid_accuracy", entry["valid_accuracy"])
+
+    best_acc = evaluate(0, float("nan"))
     best_step, best_state, best_scale = 0, None, learner.log_scale.exp().item()
-    history.append({"step": 0, "loss": float("nan"), "valid_accuracy": best_acc})
     bad_evals = 0
     running = None
     start = time.perf_counter()
@@ -224,7 +298,7 @@ def meta_train(
             args.objective,
             emb[:n_s], ep.support_targets.to(device),
             emb[n_s:], ep.query_targets.to(device),
-            scale, args.contrastive_temperature,
+            scale, args.contrastive_temperature, args.uniformity_weight,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -233,16 +307,17 @@ def meta_train(
         scheduler.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % args.eval_every == 0 or step == args.episodes:
-            acc = episode_accuracy(encoder, valid_episodes) if rank == 0 else 0.0
-            history.append({"step": step, "loss": running, "valid_accuracy": acc})
-            if acc > best_acc:
+            acc = evaluate(step, running) if rank == 0 else 0.0
+            if acc > best_acc or (args.keep_last and step == args.episodes):
                 best_acc, best_step, bad_evals = acc, step, 0
                 best_state = trainable_state(encoder.model, trained_names)
                 best_scale = learner.log_scale.exp().item()
             else:
                 bad_evals += 1
             bar.set_postfix(loss=f"{running:.3f}", valid=f"{acc:.3f}", best=f"{best_acc:.3f}")
-            stop = torch.tensor(float(bad_evals >= args.patience), device=device)
+            stop = torch.tensor(
+                float(bad_evals >= args.patience and not args.keep_last), device=device
+            )
             if distributed:
                 torch.distributed.broadcast(stop, 0)
             if stop.item():
@@ -269,8 +344,14 @@ def meta_train(
             "steps": step,
             "best_step": best_step,
             "seed": args.seed,
-            "meta_valid_accuracy": best_acc,
-            "meta_valid_episodes": f"{args.valid_episodes}x {valid_n_way}-way {args.k_shot}-shot",
+            "meta_valid_accuracy": next(
+                h["valid_accuracy"] for h in history if h["step"] == best_step
+            ),
+            "selected_on": f"{args.valid_corpus}/valid {args.valid_shots}-shot"
+            if args.valid_corpus else "meta-valid",
+            "selection_accuracy": best_acc,
+            "meta_valid_episodes": f"{args.valid_episodes}x "
+            f"{valid_n_way or 'all-intents'}-way {args.k_shot}-shot",
             "similarity_scale": best_scale,
             "train_seconds": round(seconds, 1),
             "arguments": asdict(args),

@@ -125,8 +125,10 @@ class FewShotIntentModel:
                 init_scale=1.0 / self.temperature,
                 seed=self.config.random_seed,
             )
-            if changed:
-                self.delta = trainable_state(self.encoder.model, changed)
+            if changed:  # stored in float16: the inner loop already rounded them to it
+                self.delta = {
+                    k: v.half() for k, v in trainable_state(self.encoder.model, changed).items()
+                }
         return self.fit_embeddings(self.embed(texts), labels, texts)
 
     def fit_embeddings(

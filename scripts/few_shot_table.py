@@ -1,11 +1,17 @@
-"""Few-shot accuracy table for the README: frozen base vs meta-trained, leave-one-dataset-out.
+"""Few-shot accuracy, leave-one-dataset-out: frozen base vs meta-trained, head vs inner loop.
 
 Usage:
-    python scripts/few_shot_table.py --encoder BANKING77=runs/noB --encoder CLINC150=runs/noC \\
-        [--split test] [--shots 5 10] [--encoder-epochs 2 --seeds 0 1 2] [--out table.json]
+    python scripts/few_shot_table.py --encoder BANKING77=runs/loo/BANKING77 \\
+        --encoder SGD=runs/loo/SGD [--split test] [--shots 5 10] [--seeds 0 1 2] \\
+        [--inner-epochs 2] [--out docs/few_shot_test.json]
 
 Each dataset is evaluated with the encoder named for it, which must not have seen that
-dataset in meta-training (checked against the checkpoint's metadata).
+dataset's family in meta-training (checked against the checkpoint's metadata). Corpora with
+DialoGLUE splits use the fixed ``train_5`` / ``train_10`` (one split, so one seed); the others
+draw their shots from ``train`` per seed (:func:`rasa_meta.evaluation.few_shot_task`).
+
+Rows: frozen base + logistic regression; frozen base + the component's default head;
+meta-trained + default head; meta-trained + the encoder inner loop (``--inner-epochs``).
 """
 
 from __future__ import annotations
@@ -13,72 +19,119 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
+from pathlib import Path
 from typing import Dict, List
 
-from rasa_meta.corpus import corpus_family, data_root, load_split
-from rasa_meta.encoder import SentenceEncoder, read_metadata, resolve_encoder
+from rasa_meta.corpus import corpus_family, registered
+from rasa_meta.encoder import BASE_ENCODER, SentenceEncoder, read_metadata, resolve_encoder
 from rasa_meta.evaluation import (
     accuracy,
     cached_encode,
-    inner_loop_accuracy,
+    few_shot_task,
     logistic_regression_predict,
 )
 from rasa_meta.model import FewShotConfig, FewShotIntentModel
 
 
-def head_accuracy(encoder, name, train, test_emb, test_labels, head_steps, cache) -> float:
-    config = FewShotConfig(encoder=name, head_steps=head_steps, out_of_scope_detection=False)
-    model = FewShotIntentModel(config, encoder).fit_embeddings(
-        cached_encode(encoder, train.texts, cache), train.labels, train.texts
-    )
+def default_head_accuracy(encoder, train, train_emb, test_emb, test_labels) -> float:
+    """The component's default head (refined prototypes) over ready-made embeddings."""
+    config = FewShotConfig(encoder=encoder.name_or_path, device="cpu")
+    model = FewShotIntentModel(config, encoder).fit_embeddings(train_emb, train.labels,
+                                                               train.texts)
     probs, _, _ = model.predict_embeddings(test_emb)
     return accuracy(test_labels, [model.labels[i] for i in probs.argmax(1).tolist()])
+
+
+def inner_loop_accuracy(name, train, test, epochs, seed, config_overrides) -> Dict[str, float]:
+    """Fit a fresh component model with the encoder inner loop, then predict the test set."""
+    config = FewShotConfig(encoder=name, device="cpu", epochs=epochs, random_seed=seed,
+                           **config_overrides)
+    model = FewShotIntentModel(config)
+    start = time.perf_counter()
+    model.fit(train.texts, train.labels)
+    seconds = time.perf_counter() - start
+    probs, _, _ = model.predict(test.texts)
+    pred = [model.labels[i] for i in probs.argmax(1).tolist()]
+    return {"accuracy": accuracy(test.labels, pred), "adapt_seconds": seconds}
+
+
+def summary(values: List[float]) -> Dict[str, float]:
+    return {"mean": statistics.mean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "runs": values}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder", action="append", required=True, help="DATASET=encoder")
-    ap.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
+    ap.add_argument("--base", default=BASE_ENCODER)
     ap.add_argument("--split", default="test")
     ap.add_argument("--shots", nargs="+", default=["5", "10"])
-    ap.add_argument("--encoder-epochs", type=int, default=0)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--inner-epochs", type=int, default=0,
+                    help="Also run the encoder inner loop with this many epochs.")
+    ap.add_argument("--inner-layers", type=int, default=None)
+    ap.add_argument("--inner-learning-rate", type=float, default=None)
     ap.add_argument("--cache", default="runs/embeddings")
     ap.add_argument("--out", default=None)
     ns = ap.parse_args()
-    root = data_root()
+    overrides = {}
+    if ns.inner_layers is not None:
+        overrides["finetune_layers"] = ns.inner_layers
+    if ns.inner_learning_rate is not None:
+        overrides["finetune_learning_rate"] = ns.inner_learning_rate
     rows: List[Dict] = []
+    base = SentenceEncoder.from_pretrained(ns.base)
     for spec in ns.encoder:
         dataset, name = spec.split("=", 1)
         meta = read_metadata(resolve_encoder(name))
         seen = {corpus_family(c) for c in meta.get("corpora", [])}
-        assert corpus_family(dataset) not in seen, f"{name} was meta-trained on {dataset}"
-        test = load_split(root / dataset / ns.split)
-        base = SentenceEncoder.from_pretrained(ns.base)
+        if corpus_family(dataset) in seen:
+            raise SystemExit(f"{name} was meta-trained on {dataset}'s family: not a held-out "
+                             f"evaluation.")
         meta_enc = SentenceEncoder.from_pretrained(name)
-        base_test = cached_encode(base, test.texts, ns.cache)
-        meta_test = cached_encode(meta_enc, test.texts, ns.cache)
+        info = registered(dataset)
+        seeds = [0] if info is not None and info.few_shot_splits else ns.seeds
         for shots in ns.shots:
-            train = load_split(root / dataset / f"train_{shots}")
-            row = {"dataset": dataset, "shots": shots, "split": ns.split, "encoder": name}
-            row["base+centroid"] = head_accuracy(base, ns.base, train, base_test, test.labels,
-                                                 0, ns.cache)
-            row["base+logreg"] = accuracy(test.labels, logistic_regression_predict(
-                cached_encode(base, train.texts, ns.cache), train.labels, base_test))
-            row["meta+centroid"] = head_accuracy(meta_enc, name, train, meta_test, test.labels,
-                                                 0, ns.cache)
-            row["meta+inner(head)"] = head_accuracy(meta_enc, name, train, meta_test,
-                                                    test.labels, 100, ns.cache)
-            if ns.encoder_epochs:
-                accs = [inner_loop_accuracy(name, train, test, ns.encoder_epochs, seed)["accuracy"]
-                        for seed in ns.seeds]
-                row["meta+inner(encoder)"] = statistics.mean(accs)
-                row["meta+inner(encoder) std"] = statistics.pstdev(accs)
+            cells: Dict[str, List[float]] = {}
+            seconds: List[float] = []
+            for seed in seeds:
+                train, test = few_shot_task(dataset, shots, seed, test_split=ns.split)
+                base_test = cached_encode(base, test.texts, ns.cache)
+                meta_test = cached_encode(meta_enc, test.texts, ns.cache)
+                base_train = cached_encode(base, train.texts, ns.cache)
+                meta_train_emb = cached_encode(meta_enc, train.texts, ns.cache)
+                cells.setdefault("base+logreg", []).append(accuracy(
+                    test.labels, logistic_regression_predict(base_train, train.labels,
+                                                             base_test)))
+                cells.setdefault("base+head", []).append(default_head_accuracy(
+                    base, train, base_train, base_test, test.labels))
+                cells.setdefault("meta+head", []).append(default_head_accuracy(
+                    meta_enc, train, meta_train_emb, meta_test, test.labels))
+                if ns.inner_epochs:
+                    result = inner_loop_accuracy(name, train, test, ns.inner_epochs, seed,
+                                                 overrides)
+                    cells.setdefault("meta+inner(encoder)", []).append(result["accuracy"])
+                    seconds.append(result["adapt_seconds"])
+            row = {"dataset": dataset, "shots": shots, "split": ns.split, "encoder": name,
+                   "seeds": seeds, "n_test": len(test), "n_intents": len(set(train.labels)),
+                   "meta_trained_on": meta.get("corpora", []),
+                   **{k: summary(v) for k, v in cells.items()}}
+            if seconds:
+                row["inner_loop_seconds"] = statistics.mean(seconds)
             rows.append(row)
-            print(json.dumps(row), flush=True)
-    if ns.out:
-        with open(ns.out, "w") as f:
-            json.dump(rows, f, indent=1)
+            print(json.dumps({k: (v["mean"] if isinstance(v, dict) else v)
+                              for k, v in row.items() if k != "meta_trained_on"}), flush=True)
+            if ns.out:
+                Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(ns.out).write_text(json.dumps({
+                    "command": "python scripts/few_shot_table.py " + " ".join(
+                        f"--encoder {e}" for e in ns.encoder) + f" --split {ns.split} "
+                        f"--shots {' '.join(ns.shots)} --seeds {' '.join(map(str, ns.seeds))}"
+                        + (f" --inner-epochs {ns.inner_epochs}" if ns.inner_epochs else ""),
+                    "inner_loop_overrides": overrides,
+                    "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -71,3 +71,21 @@ def test_meta_split_is_class_disjoint_and_covers_domains():
     assert len(train) + len(valid) == len(corpus)
     assert {corpus.domains[i] for i in valid.intents} == {"d0", "d1", "d2"}
     assert split_classes(corpus, 0.2, seed=0)[1].intents == valid.intents
+
+
+def test_many_way_episodes_take_every_intent_of_one_corpus():
+    a = make_corpus(n_intents=9, per_intent=6)
+    b = IntentCorpus("other", [f"x {t}" for t in a.texts], [f"o{lab}" for lab in a.labels])
+    sampler = EpisodeSampler([a, b], n_way=0, k_shot=2, q_query=1, seed=3, domain_prob=0.0)
+    seen = set()
+    for ep in sampler.take(12):
+        assert ep.n_way == 9 and len(ep.support_texts) == 18 and len(ep.query_texts) == 9
+        assert len({c[0] for c in ep.classes}) == 1  # never mixes corpora
+        seen.add(ep.corpus)
+    assert seen == {"toy", "other"}
+    again = EpisodeSampler([a, b], n_way=0, k_shot=2, q_query=1, seed=3, domain_prob=0.0)
+    assert [e.query_texts for e in again.take(12)] == [
+        e.query_texts for e in EpisodeSampler(
+            [a, b], n_way=0, k_shot=2, q_query=1, seed=3, domain_prob=0.0).take(12)]
+    with pytest.raises(ValueError, match="n_way"):
+        EpisodeSampler([a], n_way=1)

@@ -81,3 +81,25 @@ def test_unknown_objective_is_rejected():
     with pytest.raises(ValueError, match="objective"):
         episode_loss("triplet", torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
                      torch.tensor([0]), torch.tensor(1.0))
+
+
+def test_uniformity_matches_hand_computation_and_prefers_spread():
+    from rasa_meta.losses import uniformity_loss
+
+    # two orthogonal unit vectors: ||x - y||^2 = 2, both ordered pairs -> log(exp(-2 * 2))
+    pair = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert uniformity_loss(pair).item() == pytest.approx(-4.0)
+    # antipodal: distance^2 = 4 -> -8; a collapsed pair: 0
+    assert uniformity_loss(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])).item() == pytest.approx(-8.0)
+    assert uniformity_loss(torch.tensor([[1.0, 0.0], [1.0, 0.0]])).item() == pytest.approx(0.0)
+    # it enters episode_loss with its weight
+    s, t = pair, torch.tensor([0, 1])
+    base = episode_loss("prototypical", s, t, s, t, torch.tensor(1.0))
+    reg = episode_loss("prototypical", s, t, s, t, torch.tensor(1.0), uniformity_weight=0.5)
+    assert (reg - base).item() == pytest.approx(0.5 * uniformity_loss(torch.cat([s, s])).item())
+    # descending it pushes a narrow cone apart
+    x = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1]]), dim=-1)
+    x.requires_grad_(True)
+    uniformity_loss(x).backward()
+    # a descent step (x - lr * grad) moves the first up and the second down: apart
+    assert x.grad[0, 1] < 0 and x.grad[1, 1] > 0

@@ -87,3 +87,22 @@ def test_exclude_leaves_a_whole_dataset_family_out(tmp_path):
     with pytest.raises(ValueError, match="No corpus left"):
         load_meta_corpora(MetaTrainingArguments(corpora=["BANKING77"], exclude=["banking77"],
                                                 data_root=str(root)))
+
+
+def test_cli_flags_are_generated_from_the_arguments_dataclass():
+    import argparse
+    from dataclasses import fields
+
+    from rasa_meta.cli import _add_meta_train
+
+    parser = argparse.ArgumentParser()
+    _add_meta_train(parser.add_subparsers())
+    ns = parser.parse_args(["meta-train", "--output-dir", "x", "--n-way", "0",
+                            "--uniformity-weight", "0.3", "--exclude", "SGD", "TOP",
+                            "--no-mixed-precision"])
+    args = MetaTrainingArguments(**{f.name: getattr(ns, f.name)
+                                    for f in fields(MetaTrainingArguments)})
+    assert args.n_way == 0 and args.uniformity_weight == 0.3 and args.exclude == ["SGD", "TOP"]
+    assert args.mixed_precision is False and args.corpora == MetaTrainingArguments().corpora
+    with pytest.raises(SystemExit):
+        parser.parse_args(["meta-train", "--output-dir", "x", "--objective", "nope"])
