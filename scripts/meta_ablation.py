@@ -34,6 +34,9 @@ VARIANTS: Dict[str, Dict] = {
         "objective": "prototypical", "uniformity_weight": 0.2
     },
     "both 10-way, all layers": {"objective": "both"},
+    "prototypical 10-way, all 6 blocks (token embeddings frozen)": {
+        "objective": "prototypical", "train_layers": 6
+    },
 }
 
 
@@ -49,9 +52,14 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--runs", default="runs/ablation")
     ap.add_argument("--out", default="docs/meta_training_ablation.json")
+    ap.add_argument("--plot", default="docs/img/meta_training_ablation.png")
+    ap.add_argument("--plot-only", action="store_true")
     ns = ap.parse_args()
     out = Path(ns.out)
     rows: List[Dict] = json.loads(out.read_text())["rows"] if out.is_file() else []
+    if ns.plot_only:
+        plot(rows, Path(ns.plot))
+        return
     done = {r["variant"] for r in rows}
     for i, (name, overrides) in enumerate(VARIANTS.items()):
         if (ns.only and name not in ns.only) or name in done:
@@ -93,6 +101,33 @@ def main() -> None:
                         "episodes.",
             "rows": rows,
         }, indent=1))
+        plot(rows, Path(ns.plot))
+
+
+def plot(rows: List[Dict], path: Path) -> None:
+    """Validation accuracy against meta-training steps, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for row in rows:
+        steps = [h["step"] for h in row["history"]]
+        for ax, key in zip(axes, ("corpus_valid_accuracy", "valid_accuracy")):
+            values = [100 * h.get(key, float("nan")) for h in row["history"]]
+            ax.plot(steps, values, marker="o", markersize=3, label=row["variant"])
+    axes[0].set_title("held-out corpus, valid split (picks the step)")
+    axes[1].set_title("meta-valid: held-out intents of the training corpora")
+    for ax in axes:
+        ax.set_xlabel("meta-training episodes")
+        ax.set_ylabel("accuracy %")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

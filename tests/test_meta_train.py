@@ -106,3 +106,36 @@ def test_cli_flags_are_generated_from_the_arguments_dataclass():
     assert args.mixed_precision is False and args.corpora == MetaTrainingArguments().corpora
     with pytest.raises(SystemExit):
         parser.parse_args(["meta-train", "--output-dir", "x", "--objective", "nope"])
+
+
+def _write_split(folder, corpus: IntentCorpus) -> None:
+    folder.mkdir(parents=True)
+    (folder / "seq.in").write_text("\n".join(corpus.texts) + "\n")
+    (folder / "label").write_text("\n".join(corpus.labels) + "\n")
+
+
+def test_a_held_out_corpus_valid_split_picks_the_step_and_keep_last_keeps_the_end(
+    tiny_encoder_dir, tmp_path
+):
+    root = tmp_path / "data"
+    _write_split(root / "SGD" / "train", word_corpus("s"))
+    _write_split(root / "SGD" / "valid", word_corpus("s"))
+    common = dict(base_model=str(tiny_encoder_dir), n_way=4, k_shot=3, q_query=3,
+                  learning_rate=3e-3, valid_episodes=2, valid_fraction=0.25, device="cpu",
+                  data_root=str(root))
+    with pytest.raises(ValueError, match="must be left out"):
+        MetaTrainingArguments(output_dir=str(tmp_path / "x"), valid_corpus="SGD",
+                              **common).validate()
+    args = MetaTrainingArguments(output_dir=str(tmp_path / "a"), valid_corpus="SGD",
+                                 exclude=["SGD"], valid_shots=3, episodes=6, eval_every=3,
+                                 **common)
+    result = meta_train(args, corpora=[word_corpus("a")])
+    assert all(0 <= h["corpus_valid_accuracy"] <= 1 for h in result.history)
+    best = max(h["corpus_valid_accuracy"] for h in result.history)
+    assert result.best_valid_accuracy == best
+    assert read_metadata(result.output_dir)["selected_on"] == "SGD/valid 3-shot"
+
+    last = MetaTrainingArguments(output_dir=str(tmp_path / "b"), keep_last=True, patience=1,
+                                 episodes=6, eval_every=2, **common)
+    result = meta_train(last, corpora=[word_corpus("a")])
+    assert result.best_step == 6 and result.steps == 6  # no early stop, the end is kept
