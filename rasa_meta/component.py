@@ -28,6 +28,41 @@ logger = logging.getLogger(__name__)
 
 INTENT_RANKING_KEY = "intent_ranking"
 EXPLANATION_KEY = "intent_explanation"
+NAME = "rasa_meta.MetaIntentClassifier"
+# Options of the component itself, beyond FewShotConfig's, with their defaults.
+COMPONENT_DEFAULTS: Dict[str, Any] = {"ranking_length": 10, "explain": False, "explain_top_k": 3}
+# Keys Rasa itself puts into a component's config: the default recipe adds
+# `finetuning_epoch_fraction` next to `epochs` for `rasa train --finetune`; `name` is the
+# pipeline entry's key (the recipe removes it, a hand-built config may keep it).
+RASA_ADDED_KEYS = ("name", "finetuning_epoch_fraction")
+# Intra-op threads per process for `num_threads: auto` when serving: Rasa's server runs
+# requests concurrently, and parallelism within each request would oversubscribe the CPU.
+AUTO_SERVING_THREADS = 1
+
+# torch's thread count before a model was loaded for serving; training restores it.
+_threads_before_serving: Optional[int] = None
+
+
+def serving_threads(setting: Any) -> int:
+    """Intra-op threads for a `num_threads` setting: `auto` gives 1, a number itself."""
+    return AUTO_SERVING_THREADS if setting == "auto" else int(setting)
+
+
+def _use_serving_threads(setting: Any) -> None:
+    global _threads_before_serving
+    threads = serving_threads(setting)
+    if _threads_before_serving is None:
+        _threads_before_serving = torch.get_num_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    logger.debug(f"{NAME}: {threads} intra-op CPU thread(s) for inference.")
+
+
+def _restore_training_threads() -> None:
+    global _threads_before_serving
+    if _threads_before_serving is not None:
+        torch.set_num_threads(_threads_before_serving)
+        _threads_before_serving = None
 
 
 @DefaultV1Recipe.register(
@@ -39,7 +74,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
     @staticmethod
     def get_default_config() -> Dict[str, Any]:
         defaults = {f.name: f.default for f in fields(FewShotConfig)}
-        defaults.update({"ranking_length": 10, "explain": False, "explain_top_k": 3})
+        defaults.update(COMPONENT_DEFAULTS)
         return defaults
 
     @staticmethod
@@ -56,11 +91,14 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         model_storage: ModelStorage,
         resource: Resource,
         model: Optional[FewShotIntentModel] = None,
+        check_encoder: bool = True,
     ) -> None:
         self.component_config = config
         self._model_storage = model_storage
         self._resource = resource
-        self.validate_config(config)
+        # A loaded model has found its encoder already (see FewShotIntentModel.load), possibly
+        # at the path recorded at training time rather than `encoder` from this directory.
+        self.validate_config(config, check_encoder=check_encoder and model is None)
         self.model = model or FewShotIntentModel(FewShotConfig.from_dict(config))
         # torch modules are not guaranteed re-entrant; Rasa's server may call process()
         # from several threads, so inference is serialised per component.
@@ -69,9 +107,16 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
     # --- configuration -------------------------------------------------------------------
 
     @staticmethod
-    def validate_config(config: Dict[str, Any]) -> None:
-        """Raise InvalidConfigException naming the key and the fix."""
-        name = "rasa_meta.MetaIntentClassifier"
+    def validate_config(config: Dict[str, Any], check_encoder: bool = True) -> None:
+        """Raise InvalidConfigException naming the key and the fix.
+
+        ``check_encoder``: also check that ``encoder`` resolves from the current directory.
+        """
+        name = NAME
+        try:
+            FewShotConfig.check_keys(config, COMPONENT_DEFAULTS, ignored=RASA_ADDED_KEYS)
+        except ValueError as e:
+            raise InvalidConfigException(f"{name}: {e}") from e
         device = str(config.get("device", "auto"))
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise InvalidConfigException(
@@ -118,6 +163,15 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             raise InvalidConfigException(
                 f"{name}: 'oos_quantile' must be between 0 and 0.5, got {quantile!r}."
             )
+        threads = config.get("num_threads", "auto")
+        if threads != "auto" and (
+            not isinstance(threads, int) or isinstance(threads, bool) or threads < 1
+        ):
+            raise InvalidConfigException(
+                f"{name}: 'num_threads' must be 'auto' or a whole number >= 1, got {threads!r}."
+            )
+        if not check_encoder:
+            return
         try:
             resolve_encoder(config.get("encoder"))
         except EncoderNotFoundError as e:
@@ -161,6 +215,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         labels = [m.get(INTENT) for m in examples]
         if self.model.is_trained:  # `rasa train --finetune`: adapt the loaded model further
             self.model.config.epochs = int(self.component_config.get("epochs", 0))
+        _restore_training_threads()  # training uses all of torch's threads
         self.model.fit(texts, labels)
         for line in training_warnings(self.model):  # from the fitted embeddings, no re-encoding
             logger.warning(f"rasa_meta.MetaIntentClassifier: {line}")
@@ -182,6 +237,10 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         execution_context: ExecutionContext,
         **kwargs: Any,
     ) -> MetaIntentClassifier:
+        """Load for inference, or for `rasa train --finetune` (``is_finetuning``).
+
+        For inference, torch's intra-op threads are set from ``num_threads``."""
+        cls.validate_config(config, check_encoder=False)
         try:
             with model_storage.read_from(resource) as directory:
                 model = FewShotIntentModel.load(directory, FewShotConfig.from_dict(config))
@@ -189,10 +248,14 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             raise
         except ValueError:  # from read_from: the resource was never persisted
             logger.debug(
-                "rasa_meta.MetaIntentClassifier: no trained model in the archive (trained "
-                "without NLU examples?); it will predict no intent."
+                f"{NAME}: no trained model in the archive (trained without NLU examples?); "
+                f"it will predict no intent."
             )
-            return cls(config, model_storage, resource)
+            model = None
+        if not execution_context.is_finetuning:
+            _use_serving_threads(config.get("num_threads", "auto"))
+            if model is None:  # never trains, so never needs its encoder
+                return cls(config, model_storage, resource, check_encoder=False)
         return cls(config, model_storage, resource, model)
 
     # --- inference -----------------------------------------------------------------------------

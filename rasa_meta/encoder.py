@@ -82,9 +82,12 @@ def resolve_encoder(name_or_path: Optional[str]) -> str:
     return name_or_path  # a hub model name
 
 
-@lru_cache(maxsize=32)
-def encoder_fingerprint(name_or_path: Optional[str]) -> str:
-    """Identity of an encoder: its resolved name plus a hash of its weights and config."""
+def compute_encoder_fingerprint(name_or_path: Optional[str]) -> str:
+    """Identity of an encoder: its resolved name plus a hash of its weights and config.
+
+    A local directory gives ``"<directory name>@<hash>"``, a hub model name ``"<name>@hub"``.
+    Reads the files every time: use it where an encoder replaced on disk must be noticed.
+    """
     resolved = resolve_encoder(name_or_path)
     path = Path(resolved)
     digest = hashlib.sha256()
@@ -92,7 +95,7 @@ def encoder_fingerprint(name_or_path: Optional[str]) -> str:
         return f"{resolved}@hub"
     meta = read_metadata(path)
     if meta.get("base_model") and (path / DELTA_FILE).is_file():
-        digest.update(encoder_fingerprint(meta["base_model"]).encode())
+        digest.update(compute_encoder_fingerprint(meta["base_model"]).encode())
     for file in sorted(path.rglob("*")):
         if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt"}:
             digest.update(file.name.encode())
@@ -100,6 +103,22 @@ def encoder_fingerprint(name_or_path: Optional[str]) -> str:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
     return f"{path.name}@{digest.hexdigest()[:16]}"
+
+
+@lru_cache(maxsize=32)
+def encoder_fingerprint(name_or_path: Optional[str]) -> str:
+    """:func:`compute_encoder_fingerprint`, cached per name or path for the life of the process
+    (clear with ``encoder_fingerprint.cache_clear()``)."""
+    return compute_encoder_fingerprint(name_or_path)
+
+
+def same_encoder(fingerprint_a: str, fingerprint_b: str) -> bool:
+    """Whether two fingerprints name the same encoder. Local directories compare by content
+    (the hash), so an encoder reached through a symlink or a renamed folder still matches;
+    hub names compare by name."""
+    if fingerprint_a.endswith("@hub") or fingerprint_b.endswith("@hub"):
+        return fingerprint_a == fingerprint_b
+    return fingerprint_a.rpartition("@")[2] == fingerprint_b.rpartition("@")[2]
 
 
 @contextmanager

@@ -6,11 +6,12 @@ confidences; ``save``/``load`` write everything to one directory.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,8 +23,9 @@ from rasa_meta.encoder import (
     EncoderNotFoundError,
     SentenceEncoder,
     apply_delta,
-    encoder_fingerprint,
+    compute_encoder_fingerprint,
     resolve_encoder,
+    same_encoder,
     trainable_state,
 )
 from rasa_meta.heads import PrototypeHead, make_head
@@ -59,11 +61,39 @@ class FewShotConfig:
     out_of_scope_detection: bool = True
     oos_quantile: float = 0.05
     random_seed: int = 42
+    # Intra-op CPU threads when the model is loaded for serving: "auto" (1 per process) or N.
+    num_threads: Union[str, int] = "auto"
 
     @classmethod
     def from_dict(cls, config: Dict[str, Any]) -> FewShotConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in names})
+
+    @classmethod
+    def check_keys(
+        cls,
+        config: Dict[str, Any],
+        extra_allowed: Iterable[str] = (),
+        ignored: Iterable[str] = (),
+    ) -> None:
+        """Raise ValueError for the first key of ``config`` that is no option.
+
+        Valid: this dataclass's fields and ``extra_allowed`` (both suggested for a typo), and
+        ``ignored`` (keys a caller adds itself, never suggested). The message names the key
+        and the closest valid option, e.g. ``unknown option 'epoch'; did you mean 'epochs'?``.
+        """
+        options = [f.name for f in fields(cls)] + [k for k in extra_allowed]
+        accepted = set(options) | set(ignored)
+        for key in config:
+            if key in accepted:
+                continue
+            close = difflib.get_close_matches(str(key), options, n=1)
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"the options are {', '.join(sorted(options))}."
+            )
+            raise ValueError(f"unknown option '{key}'; {hint}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -83,12 +113,18 @@ class FewShotIntentModel:
         self.calibrator = InScopeCalibrator()
         self.texts: List[str] = []
         self.delta: Dict[str, torch.Tensor] = {}
+        # Where the encoder is loaded from: the absolute directory (or hub name) that
+        # ``config.encoder`` resolved to. Set when the encoder is loaded, or by ``load`` to the
+        # location recorded at training time when ``config.encoder`` is relative.
+        self.encoder_path: Optional[str] = None
 
     @property
     def encoder(self) -> SentenceEncoder:
         if self._encoder is None:
+            if self.encoder_path is None:
+                self.encoder_path = resolve_encoder(self.config.encoder)
             self._encoder = SentenceEncoder.from_pretrained(
-                self.config.encoder, self.config.max_length
+                self.encoder_path, self.config.max_length
             )
             self._encoder.to(self.device)
         return self._encoder
@@ -182,11 +218,13 @@ class FewShotIntentModel:
                   str(directory / HEAD_FILE))
         if self.delta:
             save_file(self.delta, str(directory / DELTA_FILE))
+        encoder_path = self.encoder_path or resolve_encoder(self.config.encoder)
         meta = {
             "rasa_meta_version": __version__,
             "format_version": FORMAT_VERSION,
-            "config": asdict(self.config),
-            "encoder_fingerprint": encoder_fingerprint(self.config.encoder),
+            "config": asdict(self.config),  # "encoder" as configured, e.g. a relative path
+            "encoder_path": encoder_path,  # where it was: absolute directory, or hub name
+            "encoder_fingerprint": compute_encoder_fingerprint(encoder_path),
             "labels": self.head.labels,
             "texts": self.texts,
             "temperature": self.head.temperature,
@@ -200,6 +238,11 @@ class FewShotIntentModel:
     ) -> FewShotIntentModel:
         """Read a saved model fully into memory, encoder included, so that serving never
         loads anything per request. ``config`` may override e.g. the device.
+
+        The encoder is ``config.encoder`` as configured at training time; a relative path that
+        does not exist from the current directory falls back to the absolute path recorded at
+        training time. Its fingerprint must match the one recorded at training time: the
+        prototypes, refined head and calibration were fitted on that encoder's embeddings.
 
         Every failure is a :class:`ModelLoadError` naming the file (or encoder path) at fault.
         """
@@ -226,12 +269,16 @@ class FewShotIntentModel:
         if config is not None:
             saved.device = config.device
             saved.batch_size = config.batch_size
+            saved.num_threads = config.num_threads
         model = cls(saved)
         state = _read_tensors(directory / HEAD_FILE)
         if (directory / DELTA_FILE).is_file():
             model.delta = _read_tensors(directory / DELTA_FILE)
+        recorded_path = meta.get("encoder_path")
+        model.encoder_path = locate_encoder(
+            saved.encoder, recorded_path if isinstance(recorded_path, str) else None, directory
+        )
         try:
-            resolve_encoder(saved.encoder)
             encoder = model.encoder  # load it now: a missing encoder fails here, not per request
             if model.delta:
                 apply_delta(encoder.model, model.delta)
@@ -262,9 +309,75 @@ class FewShotIntentModel:
                 f"but the encoder '{saved.encoder}' makes {encoder.dim}-dimensional ones: the "
                 f"encoder was replaced after training. {RETRAIN_HINT}"
             )
+        check_encoder_fingerprint(meta.get("encoder_fingerprint"), model.encoder_path, saved,
+                                  directory)
         model.texts = texts
         model.calibrator = calibrator
         return model
+
+
+def locate_encoder(configured: str, recorded: Optional[str], directory: Path) -> str:
+    """Where to load a saved model's encoder from: ``configured`` resolved from the current
+    directory, else ``recorded`` (the absolute path resolved at training time) when
+    ``configured`` was a local directory at training time and is not found now."""
+    try:
+        resolved: Optional[str] = resolve_encoder(configured)
+    except EncoderNotFoundError:
+        resolved = None
+    was_local = recorded is not None and Path(recorded).is_absolute()
+    if resolved is not None and (Path(resolved).exists() or not was_local):
+        return resolved  # found from here, or a hub name (also one from an older model)
+    if was_local and Path(recorded).exists():
+        logger.info(
+            f"rasa_meta: encoder '{configured}' not found from '{Path.cwd()}'; using "
+            f"'{recorded}', where it was when the model was trained."
+        )
+        return str(recorded)
+    if Path(configured).expanduser().is_absolute() or not was_local:
+        where = f"Encoder path '{configured}' does not exist."
+        fix = (
+            f"Put that encoder back at '{configured}', or set 'encoder' in config.yml to an "
+            f"encoder that exists and retrain with `rasa train`."
+        )
+    else:
+        where = (
+            f"The encoder path '{configured}' exists neither from the current directory "
+            f"'{Path.cwd()}' nor at '{recorded}', where it was when the model was trained."
+        )
+        fix = (
+            f"Run `rasa run` from the project directory (where '{configured}' exists), set "
+            f"'encoder' in config.yml to an absolute path, or put the encoder back at "
+            f"'{recorded}'; or retrain with `rasa train`."
+        )
+    raise ModelLoadError(
+        f"The model in '{directory}' was trained with the encoder '{configured}', which "
+        f"cannot be found. {where} {fix}"
+    )
+
+
+def check_encoder_fingerprint(
+    saved: Any, encoder_path: Optional[str], config: FewShotConfig, directory: Path
+) -> None:
+    """Raise a ModelLoadError if the encoder at ``encoder_path`` is not the one the model was
+    trained with. Models saved without a fingerprint are not checked."""
+    if not isinstance(saved, str) or encoder_path is None:
+        return
+    try:
+        current = compute_encoder_fingerprint(encoder_path)
+    except EncoderNotFoundError as e:
+        raise ModelLoadError(
+            f"Cannot identify the encoder '{config.encoder}' of the model in '{directory}': "
+            f"{e} {RETRAIN_HINT}"
+        ) from e
+    if same_encoder(saved, current):
+        return
+    raise ModelLoadError(
+        f"The encoder '{config.encoder}' (at '{encoder_path}') changed after the model in "
+        f"'{directory}' was trained: its fingerprint was {saved} at training time and is "
+        f"{current} now. The intent prototypes, the refined head and the out-of-scope "
+        f"calibration were fitted on the old encoder's embeddings and would be wrong with "
+        f"the new one. Retrain the model with `rasa train` (or put the original encoder back)."
+    )
 
 
 def _read_tensors(path: Path) -> Dict[str, torch.Tensor]:
