@@ -50,7 +50,8 @@ def test_leave_out_drops_the_family_and_related_domains():
     corpora = [_corpus("BANKING77", ["a"]), _corpus("BANKING77-OOS", ["b"]), clinc,
                _corpus("SGD", ["c"])]
     kept = leave_out(corpora, ["banking77"])
-    assert [c.name for c in kept] == ["CLINC150", "SGD"]
+    assert [c.name for c in kept] == ["CLINC150:without-banking+credit_cards", "SGD"]
+    assert corpus_family(kept[0].name) == "CLINC150"
     assert kept[0].intents == ["weather"] and len(kept[0]) == 3
     assert [c.name for c in leave_out(corpora, ["CLINC150"])] == [
         "BANKING77", "BANKING77-OOS", "SGD"]
