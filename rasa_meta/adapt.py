@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rasa_meta.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
-from rasa_meta.losses import prototypical_loss, supervised_contrastive_loss
+from rasa_meta.losses import episode_loss
 from rasa_meta.meta_train import MetaLearner
 
 
@@ -58,6 +58,7 @@ def finetune_encoder(
     init_scale: float = 20.0,
     seed: int = 42,
     show_progress: bool = True,
+    objective: str = "both",
 ) -> List[str]:
     """Fine-tune ``encoder`` in place; returns the names of the parameters that changed.
 
@@ -91,13 +92,14 @@ def finetune_encoder(
         order = ep["support"] + ep["query"]
         batch = encoder.tokenize([texts[i] for i in order])
         emb, scale = learner(batch["input_ids"], batch["attention_mask"])
-        targets = torch.tensor(ep["s_t"] + ep["q_t"], device=device)
         n_s = len(ep["support"])
-        loss = supervised_contrastive_loss(emb, targets)
-        if ep["query"]:
-            loss = loss + prototypical_loss(
-                emb[:n_s], targets[:n_s], emb[n_s:], targets[n_s:], scale
-            )
+        loss = episode_loss(
+            # an episode of single-example intents has no queries: only pairs to contrast
+            objective if ep["query"] else "contrastive",
+            emb[:n_s], torch.tensor(ep["s_t"], device=device),
+            emb[n_s:], torch.tensor(ep["q_t"], device=device),
+            scale,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -21,6 +21,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from rasa_meta import __version__
 from rasa_meta.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
 from rasa_meta.heads import HEAD_TYPES
+from rasa_meta.losses import OBJECTIVES
 from rasa_meta.model import FewShotConfig, FewShotIntentModel, ModelLoadError
 from rasa_meta.overlap import training_warnings
 
@@ -146,6 +147,17 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
                 raise InvalidConfigException(
                     f"{name}: '{key}' must be a whole number >= 1, got {value!r}."
                 )
+        if config.get("finetune_objective", "both") not in OBJECTIVES:
+            raise InvalidConfigException(
+                f"{name}: 'finetune_objective' must be one of {list(OBJECTIVES)}, got "
+                f"{config.get('finetune_objective')!r}."
+            )
+        layers = config.get("finetune_layers", 2)
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < -1:
+            raise InvalidConfigException(
+                f"{name}: 'finetune_layers' must be a whole number >= 0, or -1 for every "
+                f"transformer block; got {layers!r}."
+            )
         if config.get("head", "prototype") not in HEAD_TYPES:
             raise InvalidConfigException(
                 f"{name}: 'head' must be one of {list(HEAD_TYPES)}, got {config.get('head')!r}."

@@ -58,6 +58,7 @@ class FewShotConfig:
     epochs: int = 0  # inner-loop fine-tuning epochs of the encoder over the bot's examples
     finetune_layers: int = 2
     finetune_learning_rate: float = 2e-5
+    finetune_objective: str = "both"  # prototypical | contrastive | both (see losses.py)
     out_of_scope_detection: bool = True
     oos_quantile: float = 0.05
     random_seed: int = 42
@@ -158,6 +159,7 @@ class FewShotIntentModel:
                 epochs=self.config.epochs,
                 learning_rate=self.config.finetune_learning_rate,
                 train_layers=self.config.finetune_layers,
+                objective=self.config.finetune_objective,
                 init_scale=1.0 / self.temperature,
                 seed=self.config.random_seed,
             )

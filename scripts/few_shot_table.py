@@ -64,7 +64,7 @@ def summary(values: List[float]) -> Dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--encoder", action="append", required=True, help="DATASET=encoder")
+    ap.add_argument("--encoder", action="append", default=[], help="DATASET=encoder")
     ap.add_argument("--base", default=BASE_ENCODER)
     ap.add_argument("--split", default="test")
     ap.add_argument("--shots", nargs="+", default=["5", "10"])
@@ -75,7 +75,12 @@ def main() -> None:
     ap.add_argument("--inner-learning-rate", type=float, default=None)
     ap.add_argument("--cache", default="runs/embeddings")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--markdown-from", default=None,
+                    help="Only print the markdown table of an earlier --out file.")
     ns = ap.parse_args()
+    if ns.markdown_from:
+        print(markdown(json.loads(Path(ns.markdown_from).read_text())["rows"]))
+        return
     overrides = {}
     if ns.inner_layers is not None:
         overrides["finetune_layers"] = ns.inner_layers
@@ -132,6 +137,37 @@ def main() -> None:
                         + (f" --inner-epochs {ns.inner_epochs}" if ns.inner_epochs else ""),
                     "inner_loop_overrides": overrides,
                     "rows": rows}, indent=1))
+    print(markdown(rows))
+
+
+METHODS = [
+    ("base+logreg", "frozen all-MiniLM-L6-v2 + logistic regression"),
+    ("base+head", "frozen all-MiniLM-L6-v2 + default head"),
+    ("meta+head", "meta-trained (leave-one-out) + default head"),
+    ("meta+inner(encoder)", "meta-trained (leave-one-out) + encoder inner loop"),
+]
+
+
+def markdown(rows: List[Dict]) -> str:
+    """Methods as rows, dataset x shots as columns, mean (± std over seeds) in %."""
+    cols = [(r["dataset"], r["shots"]) for r in rows]
+    by_col = {(r["dataset"], r["shots"]): r for r in rows}
+    lines = ["| method | " + " | ".join(f"{d} {s}-shot" for d, s in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for key, label in METHODS:
+        if not any(key in r for r in rows):
+            continue
+        cells = []
+        for col in cols:
+            cell = by_col[col].get(key)
+            if cell is None:
+                cells.append("–")
+            elif len(cell["runs"]) > 1:
+                cells.append(f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}")
+            else:
+                cells.append(f"{100 * cell['mean']:.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--epochs", nargs="+", type=int, default=[0, 1, 3])
     ap.add_argument("--layers", nargs="+", type=int, default=[2, -1])
     ap.add_argument("--learning-rates", nargs="+", type=float, default=[3e-5, 1e-4])
+    ap.add_argument("--objectives", nargs="+", default=["both"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/inner_loop_valid.json")
     ns = ap.parse_args()
@@ -41,13 +42,15 @@ def main() -> None:
         dataset, name = spec.split("=", 1)
         for shots in ns.shots:
             train, valid = few_shot_task(dataset, shots, ns.seed, test_split="valid")
-            grid = [(0, 2, 0.0)] + [
-                g for g in itertools.product(ns.epochs, ns.layers, ns.learning_rates) if g[0]
+            grid = [(0, 2, 0.0, "both")] + [
+                g for g in itertools.product(ns.epochs, ns.layers, ns.learning_rates,
+                                             ns.objectives) if g[0]
             ]
-            for epochs, layers, lr in grid:
+            for epochs, layers, lr, objective in grid:
                 config = FewShotConfig(
                     encoder=name, device="cpu", epochs=epochs, finetune_layers=layers,
-                    finetune_learning_rate=lr, random_seed=ns.seed,
+                    finetune_learning_rate=lr, finetune_objective=objective,
+                    random_seed=ns.seed,
                 )
                 start = time.perf_counter()
                 model = FewShotIntentModel(config).fit(train.texts, train.labels)
@@ -57,6 +60,7 @@ def main() -> None:
                 rows.append({
                     "dataset": dataset, "shots": shots, "encoder": name, "epochs": epochs,
                     "finetune_layers": layers, "finetune_learning_rate": lr,
+                    "finetune_objective": objective,
                     "valid_accuracy": acc, "fit_seconds": round(seconds, 1),
                     "n_train": len(train), "n_valid": len(valid),
                     "threads": torch.get_num_threads(),
@@ -68,7 +72,8 @@ def main() -> None:
                         f"--encoder {e}" for e in ns.encoder)
                     + f" --shots {' '.join(ns.shots)} --epochs {' '.join(map(str, ns.epochs))}"
                     f" --layers {' '.join(map(str, ns.layers))} --learning-rates "
-                    f"{' '.join(map(str, ns.learning_rates))} --seed {ns.seed}",
+                    f"{' '.join(map(str, ns.learning_rates))} --objectives "
+                    f"{' '.join(ns.objectives)} --seed {ns.seed}",
                     "rows": rows,
                 }, indent=1))
 

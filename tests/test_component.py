@@ -161,6 +161,25 @@ def test_inner_loop_stores_changed_weights_and_reloads_them(config, storage, tmp
     assert [m.get("intent_ranking") for m in parse(plain, QUERIES)] != a
 
 
+@pytest.mark.parametrize("objective", ["prototypical", "contrastive"])
+def test_inner_loop_over_every_block_keeps_token_embeddings_and_stores_float16(
+    config, storage, tmp_path, objective
+):
+    from safetensors.torch import load_file
+
+    clf = train({**config, "epochs": 1, "finetune_layers": -1,
+                 "finetune_objective": objective}, storage)
+    (delta_file,) = (tmp_path / "storage").rglob("encoder_delta.safetensors")
+    delta = load_file(str(delta_file))
+    assert {".layer.0." in n or ".layer.1." in n for n in delta} == {True}
+    assert any(".layer.0." in n for n in delta) and any(".layer.1." in n for n in delta)
+    assert not any("embeddings" in n for n in delta)
+    assert {t.dtype for t in delta.values()} == {torch.float16}
+    loaded = load(config, storage)
+    assert [m.get("intent_ranking") for m in parse(loaded, QUERIES)] == [
+        m.get("intent_ranking") for m in parse(clf, QUERIES)]
+
+
 def test_finetune_adapts_the_loaded_model_to_new_examples(config, storage, tmp_path):
     train({**config, "epochs": 1}, storage)
     loaded = MetaIntentClassifier.load(
@@ -192,6 +211,8 @@ def test_training_data_without_text_is_ignored(config, storage):
         ({"head": "knn"}, "head"),
         ({"temperature": 0}, "temperature"),
         ({"epochs": -2}, "epochs"),
+        ({"finetune_objective": "triplet"}, "finetune_objective"),
+        ({"finetune_layers": -3}, "finetune_layers"),
     ],
 )
 def test_invalid_config_names_the_key(config, storage, override, key):
