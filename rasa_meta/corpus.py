@@ -26,6 +26,7 @@ class CorpusInfo:
     family: str
     few_shot_splits: bool = False  # ships the DialoGLUE train_5 / train_10 splits
     related_domains: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    licence: str = ""
 
     @property
     def train_split(self) -> str:
@@ -36,15 +37,15 @@ CORPORA: Dict[str, CorpusInfo] = {
     info.name: info
     for info in (
         CorpusInfo("BANKING77", "BANKING77", "BANKING77", True,
-                   {"CLINC150": ("banking", "credit_cards")}),
-        CorpusInfo("CLINC150", "CLINC150", "CLINC150", True),
-        CorpusInfo("BANKING77-OOS", "BANKING77-OOS", "BANKING77"),
-        CorpusInfo("SNIPS", "SNIPS", "SNIPS"),
-        CorpusInfo("SGD", "SGD", "SGD"),
-        CorpusInfo("TOP", "TOP", "TOP"),
-        CorpusInfo("MULTIDOGO", "MULTIDOGO", "MULTIDOGO"),
-        CorpusInfo("BITEXT", "BITEXT", "BITEXT"),
-        CorpusInfo("DSTC11", "DSTC11", "DSTC11"),
+                   {"CLINC150": ("banking", "credit_cards")}, "CC BY 4.0"),
+        CorpusInfo("CLINC150", "CLINC150", "CLINC150", True, licence="CC BY 3.0"),
+        CorpusInfo("BANKING77-OOS", "BANKING77-OOS", "BANKING77", licence="CC BY 4.0"),
+        CorpusInfo("SNIPS", "SNIPS", "SNIPS", licence="CC0 1.0"),
+        CorpusInfo("SGD", "SGD", "SGD", licence="CC BY-SA 4.0"),
+        CorpusInfo("TOP", "TOP", "TOP", licence="Apache-2.0"),
+        CorpusInfo("MULTIDOGO", "MULTIDOGO", "MULTIDOGO", licence="CDLA-Permissive-1.0"),
+        CorpusInfo("BITEXT", "BITEXT", "BITEXT", licence="CDLA-Sharing-1.0"),
+        CorpusInfo("DSTC11", "DSTC11", "DSTC11", licence="CDLA-Permissive-2.0"),
     )
 }
 # What meta-training reads by default: every distinct corpus once (BANKING77-OOS repeats
@@ -178,6 +179,16 @@ def load_corpus(spec: str, root: Optional[Path] = None) -> IntentCorpus:
 def registered(name: str) -> Optional[CorpusInfo]:
     """The registry entry for a corpus name (case-insensitive), or None."""
     return {k.upper(): v for k, v in CORPORA.items()}.get(name.upper())
+
+
+def corpus_licences(names: Sequence[str]) -> Dict[str, str]:
+    """Licence of each registered corpus among ``names`` (for a checkpoint's provenance)."""
+    out = {}
+    for name in names:
+        info = registered(corpus_family(name) if registered(name) is None else name)
+        if info is not None and info.licence:
+            out[info.name] = info.licence
+    return out
 
 
 def corpus_family(name: str) -> str:

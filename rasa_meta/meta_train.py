@@ -33,6 +33,7 @@ from rasa_meta.corpus import (
     META_TRAINING_CORPORA,
     IntentCorpus,
     corpus_family,
+    corpus_licences,
     leave_out,
     load_corpus,
 )
@@ -340,6 +341,7 @@ def meta_train(
             "base_model": args.base_model,
             "corpora": [c.name for c in corpora],
             "excluded": list(args.exclude),
+            "corpus_licences": corpus_licences([c.name for c in corpora]),
             "objective": args.objective,
             "steps": step,
             "best_step": best_step,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from rasa_meta.corpus import META_TRAINING_CORPORA
 from rasa_meta.encoder import (
     BASE_ENCODER,
     DELTA_FILE,
@@ -20,8 +21,9 @@ def test_default_is_the_shipped_meta_trained_encoder():
     assert resolve_encoder("default") == str(SHIPPED_ENCODER_DIR)
     meta = read_metadata(SHIPPED_ENCODER_DIR)
     assert meta["format"] == "delta" and meta["base_model"] == BASE_ENCODER
-    # provenance: what it was trained on, how, and with which seed
-    assert meta["corpora"] and meta["objective"] and "seed" in meta and meta["command"]
+    # provenance: what it was trained on (every meta-training corpus), how, with which seed
+    assert set(META_TRAINING_CORPORA) <= set(meta["corpora"]) and not meta["excluded"]
+    assert meta["objective"] and "seed" in meta and meta["command"]
     assert (SHIPPED_ENCODER_DIR / DELTA_FILE).stat().st_size < 16 * 2**20
 
 
