@@ -73,6 +73,7 @@ def main() -> None:
                     help="Also run the encoder inner loop with this many epochs.")
     ap.add_argument("--inner-layers", type=int, default=None)
     ap.add_argument("--inner-learning-rate", type=float, default=None)
+    ap.add_argument("--inner-objective", default=None)
     ap.add_argument("--cache", default="runs/embeddings")
     ap.add_argument("--out", default=None)
     ap.add_argument("--markdown-from", default=None,
@@ -86,6 +87,8 @@ def main() -> None:
         overrides["finetune_layers"] = ns.inner_layers
     if ns.inner_learning_rate is not None:
         overrides["finetune_learning_rate"] = ns.inner_learning_rate
+    if ns.inner_objective is not None:
+        overrides["finetune_objective"] = ns.inner_objective
     rows: List[Dict] = []
     base = SentenceEncoder.from_pretrained(ns.base)
     for spec in ns.encoder:
@@ -141,32 +144,34 @@ def main() -> None:
 
 
 METHODS = [
-    ("base+logreg", "frozen all-MiniLM-L6-v2 + logistic regression"),
-    ("base+head", "frozen all-MiniLM-L6-v2 + default head"),
-    ("meta+head", "meta-trained (leave-one-out) + default head"),
-    ("meta+inner(encoder)", "meta-trained (leave-one-out) + encoder inner loop"),
+    ("base+logreg", "frozen base + LR"),
+    ("base+head", "frozen base + default head"),
+    ("meta+head", "meta-trained + default head"),
+    ("meta+inner(encoder)", "meta-trained + encoder inner loop (**shipped recipe**)"),
 ]
 
 
 def markdown(rows: List[Dict]) -> str:
-    """Methods as rows, dataset x shots as columns, mean (± std over seeds) in %."""
-    cols = [(r["dataset"], r["shots"]) for r in rows]
-    by_col = {(r["dataset"], r["shots"]): r for r in rows}
-    lines = ["| method | " + " | ".join(f"{d} {s}-shot" for d, s in cols) + " |",
-             "|---|" + "---:|" * len(cols)]
-    for key, label in METHODS:
-        if not any(key in r for r in rows):
-            continue
+    """One line per dataset and shot count, one column per method: mean (± std over seeds) in
+    %, and the shipped recipe's margin over the strongest floor (frozen base + LR)."""
+    methods = [(k, label) for k, label in METHODS if any(k in r for r in rows)]
+    lines = ["| corpus | shots | intents | " + " | ".join(label for _, label in methods)
+             + " | shipped − frozen base + LR |",
+             "|---|---:|---:|" + "---:|" * (len(methods) + 1)]
+    for row in rows:
         cells = []
-        for col in cols:
-            cell = by_col[col].get(key)
+        for key, _ in methods:
+            cell = row.get(key)
             if cell is None:
                 cells.append("–")
             elif len(cell["runs"]) > 1:
                 cells.append(f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}")
             else:
                 cells.append(f"{100 * cell['mean']:.1f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        best, floor = row.get("meta+inner(encoder)"), row.get("base+logreg")
+        margin = f"{100 * (best['mean'] - floor['mean']):+.1f}" if best and floor else "–"
+        lines.append(f"| {row['dataset']} | {row['shots']} | {row['n_intents']} | "
+                     + " | ".join(cells) + f" | {margin} |")
     return "\n".join(lines)
 
 

@@ -30,3 +30,15 @@ PY
   rasa-meta meta-train --episodes "$STEPS" --eval-every "$STEPS" --keep-last \
     --valid-episodes 12 --seed 0 --device cpu --save-delta --output-dir runs/all "${RECIPE[@]}"
 fi
+# Provenance of every fold (and the shipped run) in one committed file.
+python - <<'PY'
+import json, pathlib
+runs = {}
+for meta_file in sorted(pathlib.Path("runs").glob("loo/*/rasa_meta.json")) + [pathlib.Path("runs/all/rasa_meta.json")]:
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        runs[str(meta_file.parent)] = {k: meta[k] for k in (
+            "command", "corpora", "excluded", "best_step", "steps", "selected_on",
+            "selection_accuracy", "meta_valid_accuracy", "train_seconds", "history") if k in meta}
+pathlib.Path("docs/meta_training_folds.json").write_text(json.dumps(runs, indent=1) + "\n")
+PY

@@ -143,10 +143,15 @@ def test_single_intent_is_predicted_with_full_confidence(config, storage):
 
 
 def test_frozen_encoder_is_referenced_not_copied(config, storage, tmp_path):
-    train(config, storage)
+    train({**config, "epochs": 0}, storage)
     files = {p.name for p in (tmp_path / "storage").rglob("*") if p.is_file()}
     assert "model.json" in files and "head.safetensors" in files
     assert "encoder_delta.safetensors" not in files
+
+
+def test_default_config_adapts_the_encoder_at_train_time(config):
+    defaults = MetaIntentClassifier.get_default_config()
+    assert defaults["epochs"] >= 1 and defaults["finetune_layers"] == -1
 
 
 def test_inner_loop_stores_changed_weights_and_reloads_them(config, storage, tmp_path):
@@ -157,7 +162,7 @@ def test_inner_loop_stores_changed_weights_and_reloads_them(config, storage, tmp
     a = [m.get("intent_ranking") for m in parse(clf, QUERIES)]
     b = [m.get("intent_ranking") for m in parse(loaded, QUERIES)]
     assert a == b
-    plain = train(config, new_storage(tmp_path / "plain"))
+    plain = train({**config, "epochs": 0}, new_storage(tmp_path / "plain"))
     assert [m.get("intent_ranking") for m in parse(plain, QUERIES)] != a
 
 
