@@ -214,6 +214,8 @@ def leave_out(corpora: Sequence[IntentCorpus], excluded: Sequence[str]) -> List[
         domains = drop_domains.get(corpus_family(corpus.name).upper())
         if domains:
             keep = [i for i in corpus.intents if corpus.domains.get(i) not in domains]
-            corpus = corpus.subset(keep, f"{corpus.name}:without-{'+'.join(sorted(domains))}")
+            if len(keep) < len(corpus.intents):
+                dropped = sorted({corpus.domains[i] for i in corpus.intents if i not in keep})
+                corpus = corpus.subset(keep, f"{corpus.name}:without-{'+'.join(dropped)}")
         kept.append(corpus)
     return kept

@@ -284,8 +284,6 @@ class FewShotIntentModel:
         )
         try:
             encoder = model.encoder  # load it now: a missing encoder fails here, not per request
-            if model.delta:
-                apply_delta(encoder.model, model.delta)
         except EncoderNotFoundError as e:
             raise ModelLoadError(
                 f"The model in '{directory}' was trained with the encoder '{saved.encoder}', "
@@ -315,6 +313,14 @@ class FewShotIntentModel:
             )
         check_encoder_fingerprint(meta.get("encoder_fingerprint"), model.encoder_path, saved,
                                   directory)
+        if model.delta:  # after the checks above: a replaced encoder gets their clear message
+            try:
+                apply_delta(encoder.model, model.delta)
+            except (EncoderNotFoundError, RuntimeError) as e:
+                raise ModelLoadError(
+                    f"'{directory / DELTA_FILE}' does not fit the encoder '{saved.encoder}' "
+                    f"({e}). {RETRAIN_HINT}"
+                ) from e
         model.texts = texts
         model.calibrator = calibrator
         return model
