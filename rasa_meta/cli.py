@@ -10,6 +10,7 @@ from dataclasses import fields
 from typing import Dict, List, Optional, Sequence
 
 from rasa_meta.meta_train import MetaTrainingArguments
+from rasa_meta.model import FewShotConfig
 
 
 def add_dataclass_arguments(
@@ -82,8 +83,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", nargs="*", default=["prototype", "refined", "matching", "logreg"])
     p.add_argument("--inner-epochs", nargs="*", type=int, default=[],
                    help="Also run the component's inner loop for these epochs (one row each).")
-    p.add_argument("--finetune-layers", type=int, default=2)
-    p.add_argument("--finetune-learning-rate", type=float, default=2e-5)
+    p.add_argument("--finetune-layers", type=int, default=FewShotConfig.finetune_layers)
+    p.add_argument("--finetune-learning-rate", type=float,
+                   default=FewShotConfig.finetune_learning_rate)
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="Seeds of the inner loop (mean and std are reported).")
     p.add_argument("--data-root", default=None)
@@ -105,8 +107,9 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
     results: dict = evaluate_encoder(encoder, train, test, ns.heads) if ns.heads else {}
     for epochs in ns.inner_epochs:
         runs = [
-            inner_loop_accuracy(ns.encoder, train, test, epochs, seed, ns.finetune_layers,
-                                ns.finetune_learning_rate)
+            inner_loop_accuracy(ns.encoder, train, test, epochs, seed,
+                                finetune_layers=ns.finetune_layers,
+                                finetune_learning_rate=ns.finetune_learning_rate)
             for seed in ns.seeds
         ]
         accs = [r["accuracy"] for r in runs]

@@ -206,20 +206,19 @@ def inner_loop_accuracy(
     test: IntentCorpus,
     epochs: int,
     seed: int,
-    finetune_layers: int = 2,
-    learning_rate: float = 2e-5,
+    **config: object,
 ) -> Dict[str, float]:
-    """Accuracy after the component's inner loop: fine-tune a fresh copy, then prototypes."""
+    """Accuracy of the component's model fitted as `rasa train` fits it (the encoder inner
+    loop, then the head), on a fresh copy of the encoder. ``config`` overrides
+    :class:`FewShotConfig` fields (e.g. ``finetune_layers``)."""
     import time
 
     from rasa_meta.model import FewShotConfig, FewShotIntentModel
 
-    config = FewShotConfig(
-        encoder=encoder_name, epochs=epochs, random_seed=seed, device="cpu",
-        finetune_layers=finetune_layers, finetune_learning_rate=learning_rate,
-        out_of_scope_detection=False,
-    )
-    model = FewShotIntentModel(config)
+    settings = {"out_of_scope_detection": False, **config}
+    model = FewShotIntentModel(FewShotConfig(
+        encoder=encoder_name, epochs=epochs, random_seed=seed, device="cpu", **settings
+    ))
     start = time.perf_counter()
     model.fit(train.texts, train.labels)
     seconds = time.perf_counter() - start

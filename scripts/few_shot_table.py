@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -29,6 +28,7 @@ from rasa_meta.evaluation import (
     accuracy,
     cached_encode,
     few_shot_task,
+    inner_loop_accuracy,
     logistic_regression_predict,
 )
 from rasa_meta.model import FewShotConfig, FewShotIntentModel
@@ -41,19 +41,6 @@ def default_head_accuracy(encoder, train, train_emb, test_emb, test_labels) -> f
                                                                train.texts)
     probs, _, _ = model.predict_embeddings(test_emb)
     return accuracy(test_labels, [model.labels[i] for i in probs.argmax(1).tolist()])
-
-
-def inner_loop_accuracy(name, train, test, epochs, seed, config_overrides) -> Dict[str, float]:
-    """Fit a fresh component model with the encoder inner loop, then predict the test set."""
-    config = FewShotConfig(encoder=name, device="cpu", epochs=epochs, random_seed=seed,
-                           **config_overrides)
-    model = FewShotIntentModel(config)
-    start = time.perf_counter()
-    model.fit(train.texts, train.labels)
-    seconds = time.perf_counter() - start
-    probs, _, _ = model.predict(test.texts)
-    pred = [model.labels[i] for i in probs.argmax(1).tolist()]
-    return {"accuracy": accuracy(test.labels, pred), "adapt_seconds": seconds}
 
 
 def summary(values: List[float]) -> Dict[str, float]:
@@ -119,7 +106,7 @@ def main() -> None:
                     meta_enc, train, meta_train_emb, meta_test, test.labels))
                 if ns.inner_epochs:
                     result = inner_loop_accuracy(name, train, test, ns.inner_epochs, seed,
-                                                 overrides)
+                                                 out_of_scope_detection=True, **overrides)
                     cells.setdefault("meta+inner(encoder)", []).append(result["accuracy"])
                     seconds.append(result["adapt_seconds"])
             row = {"dataset": dataset, "shots": shots, "split": ns.split, "encoder": name,
