@@ -14,8 +14,12 @@ stdout and as JSON (``--output``).
     .venv/bin/python scripts/load_test.py --configs meta --requests 100
     .venv/bin/python scripts/load_test.py --model meta=models/meta.tar.gz --model diet=...
 
-Bounds: ``--requests`` (400) at ``--concurrency`` (16); ``--timeout`` (600 s) limits serving and
-measuring each config (server start, warm-up, requests, stop); ``--train-timeout`` (1800 s)
+``--concurrency 1 8 32`` measures each value in turn on the same server; ``--cpu-load idle busy``
+repeats that with one spinning process per core running during each measurement (``busy``).
+Each row records config, scenario, concurrency and rasa-meta's ``num_threads`` setting.
+
+Bounds: ``--requests`` (400) at ``--concurrency`` (16); ``--timeout`` (600 s) limits each
+measurement (the first also covers the server's start); ``--train-timeout`` (1800 s)
 limits each ``rasa train``. Nothing listens on or connects to anything but 127.0.0.1.
 """
 
@@ -440,6 +444,45 @@ async def measure(
     return summary
 
 
+SCENARIOS = ("idle", "busy")
+BURN = "import time\nwhile True:\n    sum(i * i for i in range(10000))\n"
+
+
+class CpuBurner:
+    """``busy`` scenario: one spinning ``python -c`` process per core, so the server shares the
+    machine like a real one; ``idle``: nothing. Stopped (killed) on exit, always."""
+
+    def __init__(self, scenario: str, processes: Optional[int] = None) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}, expected one of {SCENARIOS}")
+        self.scenario = scenario
+        self.n = (processes or os.cpu_count() or 1) if scenario == "busy" else 0
+        self.processes: List[subprocess.Popen] = []
+
+    def __enter__(self) -> CpuBurner:
+        try:
+            for _ in range(self.n):
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-c", BURN],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes:
+            process.wait(timeout=10)
+        self.processes = []
+
+
 def serve_and_measure(
     model: Path,
     workdir: Path,
@@ -448,16 +491,34 @@ def serve_and_measure(
     timeout_s: float,
 ) -> Dict[str, Any]:
     """Start a server for ``model``, measure, stop it; bounded by ``timeout_s`` overall."""
-    deadline = time.monotonic() + timeout_s
+    return serve_and_measure_all(model, workdir, plan, [("idle", concurrency)], timeout_s)[0]
+
+
+def serve_and_measure_all(
+    model: Path,
+    workdir: Path,
+    plan: Sequence[Tuple[str, str, Optional[str]]],
+    runs: Sequence[Tuple[str, int]],
+    timeout_s: float,
+) -> List[Dict[str, Any]]:
+    """One server for ``model``, one measurement per (scenario, concurrency) in ``runs``, each
+    bounded by ``timeout_s`` (the first also covers the server's start); then stop it."""
     server = RasaServer(model, workdir, free_port())
     server.start()
+    summaries: List[Dict[str, Any]] = []
     try:
-        summary = asyncio.run(measure(server, plan, concurrency, deadline))
+        for scenario, concurrency in runs:
+            deadline = time.monotonic() + timeout_s
+            with CpuBurner(scenario):
+                summary = asyncio.run(measure(server, plan, concurrency, deadline))
+            summary.update(scenario=scenario, concurrency=concurrency)
+            summaries.append(summary)
     finally:
         server.stop()
-    summary["stopped_cleanly"] = server.stopped_cleanly
-    summary["server_exit_code"] = server.exit_code
-    return summary
+    for summary in summaries:
+        summary["stopped_cleanly"] = server.stopped_cleanly
+        summary["server_exit_code"] = server.exit_code
+    return summaries
 
 
 # --- report --------------------------------------------------------------------------------
@@ -465,7 +526,7 @@ def serve_and_measure(
 
 def markdown_table(rows: Dict[str, Dict[str, Any]]) -> str:
     header = (
-        "| config | requests | concurrency | req/s | p50 ms | p99 ms | errors | dropped "
+        "| config | scenario | requests | concurrency | req/s | p50 ms | p99 ms | errors | dropped "
         "| bad inputs ok | paraphrase acc. | peak RSS MiB | startup s | stopped cleanly |"
     )
     columns = header.count("|") - 1
@@ -477,13 +538,22 @@ def markdown_table(rows: Dict[str, Dict[str, Any]]) -> str:
             continue
         acc = s.get("paraphrase_accuracy")
         lines.append(
-            f"| {name} | {s['sent']}/{s['planned']} | {s['concurrency']} | "
+            f"| {s.get('config', name)} | {s.get('scenario', 'idle')} | "
+            f"{s['sent']}/{s['planned']} | {s['concurrency']} | "
             f"{s['requests_per_s']} | {s['latency_ms']['p50']} | {s['latency_ms']['p99']} | "
             f"{s['errors']} | {s['dropped']} | {s['bad_inputs_ok']}/{s['bad_inputs_sent']} | "
             f"{'-' if acc is None else f'{acc:.1%}'} | {s['peak_rss_mb']} | {s['startup_s']} | "
             f"{'yes' if s.get('stopped_cleanly') else 'no'} |"
         )
     return "\n".join(lines)
+
+
+def meta_num_threads(config: Dict[str, Any]) -> Any:
+    """The rasa-meta component's ``num_threads`` setting (its default: ``auto``)."""
+    for component in config.get("pipeline", []):
+        if component.get("name") == "rasa_meta.MetaIntentClassifier":
+            return component.get("num_threads", "auto")
+    return None
 
 
 def load_paraphrases() -> List[Tuple[str, str]]:
@@ -500,7 +570,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                    help="reuse a trained model for config NAME instead of training it")
     p.add_argument("--requests", type=int, default=400)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[16],
+                   help="clients in flight; several values give one measurement each")
+    p.add_argument("--cpu-load", nargs="+", default=["idle"], choices=list(SCENARIOS),
+                   help="busy: one spinning process per core during each measurement")
     p.add_argument("--bad-every", type=int, default=5,
                    help="every N-th request is bad input (0: none)")
     p.add_argument("--timeout", type=float, default=600.0,
@@ -518,7 +591,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="set OMP_NUM_THREADS (torch's intra-op threads) for training and "
                         "serving; 1 avoids thread contention on a busy CPU")
     args = p.parse_args(argv)
-    if args.requests < 1 or args.requests > 100_000 or args.concurrency < 1:
+    if args.requests < 1 or args.requests > 100_000 or min(args.concurrency) < 1:
         p.error("--requests must be 1..100000 and --concurrency >= 1")
     return args
 
@@ -535,9 +608,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rasa-meta-load-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows: Dict[str, Dict[str, Any]] = {}
+    runs = [(scenario, c) for scenario in args.cpu_load for c in args.concurrency]
     try:
         for name in args.configs:
-            row: Dict[str, Any] = {"concurrency": args.concurrency}
+            base: Dict[str, Any] = {"config": name, "num_threads": meta_num_threads(
+                configs[name]) if name == "meta" else None}
             try:
                 if name in models:
                     model = Path(models[name]).resolve()
@@ -545,15 +620,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     print(f"[{name}] rasa train ...", file=sys.stderr, flush=True)
                     start = time.monotonic()
                     model = train_bot(name, configs[name], workdir, args.train_timeout)
-                    row["train_s"] = round(time.monotonic() - start, 1)
+                    base["train_s"] = round(time.monotonic() - start, 1)
                 print(f"[{name}] serving {model} ...", file=sys.stderr, flush=True)
-                row.update(serve_and_measure(model, workdir, plan, args.concurrency,
-                                             args.timeout))
+                for summary in serve_and_measure_all(model, workdir, plan, runs, args.timeout):
+                    key = f"{name}/{summary['scenario']}/c{summary['concurrency']}"
+                    rows[key] = {**base, **summary}
+                    print(f"[{key}] {summary['requests_per_s']} req/s", file=sys.stderr,
+                          flush=True)
             except Exception as e:  # report the failure, go on with the next config
-                row["error"] = f"{type(e).__name__}: {e}"
-                print(f"[{name}] failed: {row['error'][-2000:]}", file=sys.stderr)
-            row["pipeline"] = [c.get("name") for c in configs[name]["pipeline"]]
-            rows[name] = row
+                base["error"] = f"{type(e).__name__}: {e}"
+                print(f"[{name}] failed: {base['error'][-2000:]}", file=sys.stderr)
+                rows[f"{name}/failed"] = base
+            for row in rows.values():
+                if row.get("config") == name:
+                    row["pipeline"] = [c.get("name") for c in configs[name]["pipeline"]]
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -566,6 +646,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "encoder": encoder or "default",
         "requests": args.requests,
         "concurrency": args.concurrency,
+        "cpu_load": args.cpu_load,
         "bad_every": args.bad_every,
         "omp_num_threads": args.omp_threads or os.environ.get("OMP_NUM_THREADS"),
         "bad_inputs": list(BAD_INPUTS),

@@ -658,7 +658,33 @@ def test_run_load_counts_errors_drops_and_latencies_on_a_local_server():
     assert summary["bad_inputs_sent"] == 5 and summary["bad_inputs_ok"] == 0
     table = lt.markdown_table({"fake": {**summary, "concurrency": 8, "planned": 45,
                                         "peak_rss_mb": 1.0, "startup_s": 0.0}})
-    assert table.count("\n") == 2 and "| fake | 45/45 | 8 |" in table
+    assert table.count("\n") == 2 and "| fake | idle | 45/45 | 8 |" in table
+
+
+def test_load_test_takes_several_concurrencies_and_cpu_loads():
+    lt = load_script()
+    args = lt.parse_args(["--concurrency", "1", "8", "32", "--cpu-load", "idle", "busy"])
+    assert args.concurrency == [1, 8, 32] and args.cpu_load == ["idle", "busy"]
+    assert lt.parse_args([]).concurrency == [16] and lt.parse_args([]).cpu_load == ["idle"]
+    with pytest.raises(SystemExit):
+        lt.parse_args(["--concurrency", "8", "0"])
+    with pytest.raises(SystemExit):
+        lt.parse_args(["--cpu-load", "loud"])
+    assert lt.meta_num_threads({"pipeline": [{"name": "rasa_meta.MetaIntentClassifier"}]}) == "auto"
+
+
+def test_busy_cpu_burner_spins_during_the_block_and_is_always_killed():
+    lt = load_script()
+    with lt.CpuBurner("idle") as idle:
+        assert idle.processes == []
+    with pytest.raises(RuntimeError):
+        with lt.CpuBurner("busy", processes=2) as burner:
+            processes = list(burner.processes)
+            assert len(processes) == 2 and all(p.poll() is None for p in processes)
+            raise RuntimeError("measurement failed")
+    assert burner.processes == [] and all(p.poll() is not None for p in processes)
+    with pytest.raises(ValueError):
+        lt.CpuBurner("loud")
 
 
 def test_run_load_sends_nothing_after_the_deadline():
