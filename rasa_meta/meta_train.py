@@ -46,6 +46,8 @@ from rasa_meta.encoder import (
     trainable_state,
 )
 from rasa_meta.episodes import Episode, EpisodeSampler, split_classes
+from rasa_meta.evaluation import accuracy
+from rasa_meta.heads import class_means, label_index
 from rasa_meta.losses import OBJECTIVES, episode_loss
 
 logger = logging.getLogger(__name__)
@@ -185,13 +187,10 @@ def nearest_centroid_accuracy(
     encoder: SentenceEncoder, train: IntentCorpus, test: IntentCorpus
 ) -> float:
     """Accuracy of plain prototypes built from ``train`` on ``test`` (full label set)."""
-    names = sorted(set(train.labels))
-    index = {n: i for i, n in enumerate(names)}
-    emb = encoder.encode(train.texts, batch_size=128)
-    targets = torch.tensor([index[lab] for lab in train.labels])
-    protos = torch.zeros(len(names), emb.shape[1]).index_add_(0, targets, emb)
-    pred = (encoder.encode(test.texts, batch_size=128) @ F.normalize(protos, dim=-1).T).argmax(1)
-    return sum(names[p] == g for p, g in zip(pred.tolist(), test.labels)) / max(len(test), 1)
+    names, targets = label_index(train.labels)
+    protos = class_means(encoder.encode(train.texts, batch_size=128), targets, len(names))
+    pred = (encoder.encode(test.texts, batch_size=128) @ protos.T).argmax(1)
+    return accuracy(test.labels, [names[p] for p in pred.tolist()])
 
 
 def load_meta_corpora(args: MetaTrainingArguments) -> List[IntentCorpus]:
