@@ -1,4 +1,4 @@
-"""Rasa 3.6 graph component: thin glue over :class:`rasa_meta.model.FewShotIntentModel`."""
+"""Rasa 3.6 graph component: thin glue over :class:`rasa_meta.runtime.model.FewShotIntentModel`."""
 
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from rasa_meta import __version__
-from rasa_meta.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
-from rasa_meta.heads import HEAD_TYPES
-from rasa_meta.losses import OBJECTIVES
-from rasa_meta.model import FewShotConfig, FewShotIntentModel, ModelLoadError
-from rasa_meta.overlap import training_warnings
+from rasa_meta.runtime.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
+from rasa_meta.runtime.heads import HEAD_TYPES
+from rasa_meta.runtime.model import OBJECTIVES, FewShotConfig, FewShotIntentModel, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +227,8 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             self.model.config.epochs = int(self.component_config.get("epochs", 0))
         _restore_training_threads()  # training uses all of torch's threads
         self.model.fit(texts, labels)
+        from rasa_meta.tooling.overlap import training_warnings  # train time only, not serving
+
         for line in training_warnings(self.model):  # from the fitted embeddings, no re-encoding
             logger.warning(f"rasa_meta.MetaIntentClassifier: {line}")
         self.persist()

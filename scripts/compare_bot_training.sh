@@ -11,7 +11,7 @@ cp -r example_bot/{domain.yml,data} "$WORK/"
 cp example_bot/config.yml "$WORK/config_meta.yml"
 "$BIN/python" - "$WORK/config_meta.yml" "$WORK/config_diet.yml" <<'PY'
 import sys
-from rasa_meta.benchmark import DIET_PIPELINE  # the one DIET definition the benchmark uses
+from rasa_meta.tooling.benchmark import DIET_PIPELINE  # the one DIET definition the benchmark uses
 meta = open(sys.argv[1]).read()
 start = meta.index("pipeline:")
 end = meta.index("  - name: FallbackClassifier")
@@ -32,7 +32,7 @@ from rasa.utils.common import configure_logging_and_warnings
 from rasa.utils.log_utils import configure_structlog
 configure_logging_and_warnings(logging.WARNING)
 configure_structlog(logging.WARNING)
-from rasa_meta.corpus import load_rasa_nlu
+from rasa_meta.training.corpus import load_rasa_nlu
 held = load_rasa_nlu(sys.argv[1])
 oos = [l for l in open(sys.argv[2]).read().splitlines() if l.strip()]
 for name in ("meta", "diet"):

@@ -13,8 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from rasa_meta.corpus import load_rasa_nlu
-from rasa_meta.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.training.corpus import load_rasa_nlu
 
 BOT = Path(__file__).resolve().parent.parent / "example_bot"
 

@@ -8,7 +8,7 @@ Usage:
 Each dataset is evaluated with the encoder named for it, which must not have seen that
 dataset's family in meta-training (checked against the checkpoint's metadata). Corpora with
 DialoGLUE splits use the fixed ``train_5`` / ``train_10`` (one split, so one seed); the others
-draw their shots from ``train`` per seed (:func:`rasa_meta.evaluation.few_shot_task`).
+draw their shots from ``train`` per seed (:func:`rasa_meta.tooling.evaluation.few_shot_task`).
 
 Rows: frozen base + logistic regression; frozen base + the component's default head;
 meta-trained + default head; meta-trained + the encoder inner loop (``--inner-epochs``).
@@ -22,16 +22,16 @@ import statistics
 from pathlib import Path
 from typing import Dict, List
 
-from rasa_meta.corpus import corpus_family, registered
-from rasa_meta.encoder import BASE_ENCODER, SentenceEncoder, read_metadata, resolve_encoder
-from rasa_meta.evaluation import (
+from rasa_meta.runtime.encoder import BASE_ENCODER, SentenceEncoder, read_metadata, resolve_encoder
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.tooling.evaluation import (
     accuracy,
     cached_encode,
     few_shot_task,
     inner_loop_accuracy,
     logistic_regression_predict,
 )
-from rasa_meta.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.training.corpus import corpus_family, registered
 
 
 def default_head_accuracy(encoder, train, train_emb, test_emb, test_labels) -> float:

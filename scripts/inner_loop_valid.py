@@ -21,8 +21,8 @@ from typing import Dict, List
 
 import torch
 
-from rasa_meta.evaluation import accuracy, few_shot_task
-from rasa_meta.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.tooling.evaluation import accuracy, few_shot_task
 
 
 def main() -> None:

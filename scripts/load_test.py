@@ -65,7 +65,7 @@ def diet_pipeline(retrieval_intents: bool) -> List[Dict[str, Any]]:
     """Rasa's default NLU pipeline, as the benchmark defines it, plus the bot's extras."""
     import yaml
 
-    from rasa_meta.benchmark import DIET_PIPELINE
+    from rasa_meta.tooling.benchmark import DIET_PIPELINE
 
     pipeline: List[Dict[str, Any]] = yaml.safe_load(DIET_PIPELINE)
     pipeline.append({"name": "EntitySynonymMapper"})
@@ -558,7 +558,7 @@ def meta_num_threads(config: Dict[str, Any]) -> Any:
 
 def load_paraphrases() -> List[Tuple[str, str]]:
     sys.path.insert(0, str(REPO))
-    from rasa_meta.corpus import load_rasa_nlu
+    from rasa_meta.training.corpus import load_rasa_nlu
 
     corpus = load_rasa_nlu(PARAPHRASES)
     return list(zip(corpus.texts, corpus.labels))

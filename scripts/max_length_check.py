@@ -15,8 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
-from rasa_meta.evaluation import accuracy, few_shot_task
-from rasa_meta.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.tooling.evaluation import accuracy, few_shot_task
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List
 
-from rasa_meta.meta_train import MetaTrainingArguments, meta_train
+from rasa_meta.training.meta_train import MetaTrainingArguments, meta_train
 
 # name -> overrides of MetaTrainingArguments (every run's step-0 evaluation is the base encoder)
 VARIANTS: Dict[str, Dict] = {

@@ -50,7 +50,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from rasa_meta.encoder import bundled_base_dir
+    from rasa_meta.runtime.encoder import bundled_base_dir
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-bert")

@@ -8,9 +8,15 @@ import random
 
 import pytest
 
-from rasa_meta import benchmark
-from rasa_meta.corpus import data_root
-from rasa_meta.evaluation import accuracy, auroc, expected_calibration_error, macro_f1, percentile
+from rasa_meta.tooling import benchmark
+from rasa_meta.tooling.evaluation import (
+    accuracy,
+    auroc,
+    expected_calibration_error,
+    macro_f1,
+    percentile,
+)
+from rasa_meta.training.corpus import data_root
 from tests.conftest import TOY_DATA
 
 # --- metric helpers --------------------------------------------------------------------------
@@ -205,7 +211,7 @@ def test_ratios_markdown_and_plots(tmp_path):
 
 
 def test_missing_default_encoder_fails_fast(tmp_path, monkeypatch):
-    import rasa_meta.encoder as encoder
+    import rasa_meta.runtime.encoder as encoder
 
     monkeypatch.setattr(encoder, "SHIPPED_ENCODER_DIR", tmp_path / "missing")
     with pytest.raises(ValueError, match="--encoder"):
@@ -213,7 +219,7 @@ def test_missing_default_encoder_fails_fast(tmp_path, monkeypatch):
 
 
 def test_cli_registers_benchmark():
-    from rasa_meta.cli import COMMANDS, build_parser
+    from rasa_meta.tooling.cli import COMMANDS, build_parser
 
     assert "benchmark" in COMMANDS
     ns = build_parser().parse_args(
@@ -243,7 +249,7 @@ def test_parse_encoder_specs():
 
 
 def test_each_dataset_encoder_is_checked_before_anything_runs(tmp_path):
-    from rasa_meta.encoder import EncoderNotFoundError
+    from rasa_meta.runtime.encoder import EncoderNotFoundError
 
     with pytest.raises(EncoderNotFoundError):
         benchmark.run_benchmark(encoder={"CLINC150": str(tmp_path / "missing"), "*": "minilm"},

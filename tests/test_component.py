@@ -234,7 +234,7 @@ def test_cuda_requested_without_cuda_is_a_config_error(config, storage):
 def test_fingerprint_addon_has_version_and_encoder_identity(config, tmp_path, tiny_encoder_dir):
     import shutil
 
-    from rasa_meta.encoder import encoder_fingerprint
+    from rasa_meta.runtime.encoder import encoder_fingerprint
 
     addon = MetaIntentClassifier.fingerprint_addon(config)
     assert addon.startswith(f"rasa-meta=={__version__}|")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rasa_meta.corpus import (
+from rasa_meta.tooling.evaluation import few_shot_task
+from rasa_meta.training.corpus import (
     CORPORA,
     META_TRAINING_CORPORA,
     IntentCorpus,
@@ -14,7 +15,6 @@ from rasa_meta.corpus import (
     leave_out,
     load_corpus,
 )
-from rasa_meta.evaluation import few_shot_task
 
 needs_data = pytest.mark.skipif(
     not (data_root() / "CLINC150" / "train").is_dir(), reason="shared corpora not present"

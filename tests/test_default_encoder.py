@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rasa_meta.corpus import META_TRAINING_CORPORA
-from rasa_meta.encoder import (
+from rasa_meta.runtime.encoder import (
     BASE_ENCODER,
     DELTA_FILE,
     SHIPPED_ENCODER_DIR,
@@ -13,7 +12,8 @@ from rasa_meta.encoder import (
     read_metadata,
     resolve_encoder,
 )
-from rasa_meta.model import FewShotConfig
+from rasa_meta.runtime.model import FewShotConfig
+from rasa_meta.training.corpus import META_TRAINING_CORPORA
 
 
 def test_default_is_the_shipped_meta_trained_encoder():

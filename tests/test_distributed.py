@@ -7,7 +7,7 @@ import socket
 
 import torch.multiprocessing as mp
 
-from rasa_meta.encoder import read_metadata
+from rasa_meta.runtime.encoder import read_metadata
 from tests.test_meta_train import word_corpus
 
 
@@ -20,7 +20,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, encoder: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    from rasa_meta.meta_train import MetaTrainingArguments, meta_train
+    from rasa_meta.training.meta_train import MetaTrainingArguments, meta_train
 
     args = MetaTrainingArguments(
         output_dir=out, base_model=encoder, episodes=6, n_way=3, k_shot=2, q_query=2,

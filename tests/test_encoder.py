@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rasa_meta.encoder import (
+from rasa_meta.runtime.encoder import (
     EncoderNotFoundError,
     SentenceEncoder,
     bundled_base_dir,

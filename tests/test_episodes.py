@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rasa_meta.corpus import IntentCorpus
-from rasa_meta.episodes import EpisodeSampler, split_classes
+from rasa_meta.training.corpus import IntentCorpus
+from rasa_meta.training.episodes import EpisodeSampler, split_classes
 
 
 def make_corpus(n_intents=12, per_intent=12, domains=True) -> IntentCorpus:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rasa_meta.corpus import load_rasa_nlu
+from rasa_meta.training.corpus import load_rasa_nlu
 from tests.conftest import REPO
 
 BOT = REPO / "example_bot"

@@ -25,8 +25,8 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from rasa_meta.component import MetaIntentClassifier
-from rasa_meta.encoder import SentenceEncoder, clean_text
-from rasa_meta.model import FORMAT_VERSION, ModelLoadError
+from rasa_meta.runtime.encoder import SentenceEncoder, clean_text
+from rasa_meta.runtime.model import FORMAT_VERSION, ModelLoadError
 from tests.conftest import REPO, TOY_DATA, toy_corpus
 from tests.rasa_helpers import context, load, new_storage, parse
 
@@ -461,7 +461,7 @@ def test_unknown_model_format_names_the_version_to_install(trained_dir, written)
 
 _TRAIN_IN_FRESH_PROCESS = """
 import json, sys
-from rasa_meta.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
 texts, labels, queries, encoder = json.loads(sys.stdin.read())
 cfg = FewShotConfig(encoder=encoder, device="cpu", epochs=1, random_seed=7)
 model = FewShotIntentModel(cfg).fit(texts, labels)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rasa_meta.heads import MatchingHead, PrototypeHead, make_head
+from rasa_meta.runtime.heads import MatchingHead, PrototypeHead, make_head
 
 SUPPORT = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
 LABELS = ["a", "a", "b", "b"]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rasa_meta.losses import episode_loss, prototypical_loss, supervised_contrastive_loss
+from rasa_meta.training.losses import episode_loss, prototypical_loss, supervised_contrastive_loss
 
 
 def test_prototypical_loss_matches_hand_computation():
@@ -84,7 +84,7 @@ def test_unknown_objective_is_rejected():
 
 
 def test_uniformity_matches_hand_computation_and_prefers_spread():
-    from rasa_meta.losses import uniformity_loss
+    from rasa_meta.training.losses import uniformity_loss
 
     # two orthogonal unit vectors: ||x - y||^2 = 2, both ordered pairs -> log(exp(-2 * 2))
     pair = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from rasa_meta.corpus import IntentCorpus
-from rasa_meta.encoder import SentenceEncoder, read_metadata
-from rasa_meta.meta_train import MetaTrainingArguments, meta_train
-from rasa_meta.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.encoder import SentenceEncoder, read_metadata
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.training.corpus import IntentCorpus
+from rasa_meta.training.meta_train import MetaTrainingArguments, meta_train
 
 WORDS = ["order", "refund", "card", "weather", "music", "alarm", "flight", "hotel"]
 
@@ -74,7 +74,7 @@ def test_delta_checkpoint_holds_only_trained_layers(tiny_encoder_dir, tmp_path):
 
 
 def test_exclude_leaves_a_whole_dataset_family_out(tmp_path):
-    from rasa_meta.meta_train import load_meta_corpora
+    from rasa_meta.training.meta_train import load_meta_corpora
 
     root = tmp_path / "data"
     for folder in ("BANKING77/train", "BANKING77-OOS/train", "CLINC150/train"):
@@ -93,7 +93,7 @@ def test_cli_flags_are_generated_from_the_arguments_dataclass():
     import argparse
     from dataclasses import fields
 
-    from rasa_meta.cli import _add_meta_train
+    from rasa_meta.tooling.cli import _add_meta_train
 
     parser = argparse.ArgumentParser()
     _add_meta_train(parser.add_subparsers())

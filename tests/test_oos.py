@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rasa_meta.heads import MatchingHead, PrototypeHead
-from rasa_meta.oos import InScopeCalibrator, leave_one_out_similarities
+from rasa_meta.runtime.heads import MatchingHead, PrototypeHead
+from rasa_meta.runtime.in_scope import InScopeCalibrator, leave_one_out_similarities
 
 
 def clustered(seed=0, n_intents=5, per=6, noise=0.15):
@@ -66,7 +66,7 @@ def test_without_spread_to_learn_from_everything_is_in_scope():
 def test_threshold_selection_on_a_toy_validation_set():
     import numpy as np
 
-    from rasa_meta.oos_eval import ScoredSplit, choose_threshold, evaluate_oos
+    from rasa_meta.tooling.oos_eval import ScoredSplit, choose_threshold, evaluate_oos
 
     valid_in = ScoredSplit(np.array([0.9, 0.8, 0.7, 0.35]), ["a", "a", "b", "b"],
                            ["a", "a", "b", "a"])
@@ -112,7 +112,7 @@ def test_fallback_classifier_fires_on_far_message_not_on_training_example(tiny_e
 def test_threshold_rule_that_bounds_the_in_scope_cost():
     import numpy as np
 
-    from rasa_meta.oos_eval import ScoredSplit, choose_threshold
+    from rasa_meta.tooling.oos_eval import ScoredSplit, choose_threshold
 
     valid_in = ScoredSplit(np.array([0.9, 0.8, 0.6, 0.5]), ["a"] * 4, ["a"] * 4)
     valid_oos = ScoredSplit(np.array([0.2, 0.55, 0.7]), ["a"] * 3, [None] * 3)

@@ -1,4 +1,4 @@
-"""Intent-overlap report (rasa_meta.overlap), `rasa-meta check-data`, the warnings logged at
+"""Intent-overlap report (rasa_meta.tooling.overlap), `rasa-meta check-data`, the warnings logged at
 training time, and the component's `explain` output.
 
 The overlap tests use hand-built unit vectors, so which pair is closest, which example is
@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rasa_meta.cli import main
-from rasa_meta.overlap import (
+from rasa_meta.tooling.cli import main
+from rasa_meta.tooling.overlap import (
     OverlapReport,
     build_overlap_report,
     normalise_text,

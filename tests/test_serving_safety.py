@@ -21,13 +21,13 @@ from rasa.utils.common import override_defaults
 
 import rasa_meta.component as component
 from rasa_meta.component import MetaIntentClassifier
-from rasa_meta.encoder import (
+from rasa_meta.runtime.encoder import (
     SentenceEncoder,
     compute_encoder_fingerprint,
     encoder_fingerprint,
     same_encoder,
 )
-from rasa_meta.model import FewShotConfig, ModelLoadError
+from rasa_meta.runtime.model import FewShotConfig, ModelLoadError
 from tests.conftest import toy_corpus
 from tests.rasa_helpers import context, load, new_storage, parse
 

@@ -100,7 +100,7 @@ def data_root() -> Path:
     env = os.environ.get("RASA_META_DATA")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the repository root
     for candidate in (here / "data", here.parent / "shared" / "data", Path.cwd() / "data"):
         if candidate.is_dir():
             return candidate

@@ -9,9 +9,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from rasa_meta.corpus import IntentCorpus, data_root, load_split, registered
-from rasa_meta.encoder import SentenceEncoder
-from rasa_meta.heads import make_head
+from rasa_meta.runtime.encoder import SentenceEncoder
+from rasa_meta.runtime.heads import make_head
+from rasa_meta.training.corpus import IntentCorpus, data_root, load_split, registered
 
 
 def accuracy(gold: Sequence[str], pred: Sequence[Optional[str]]) -> float:
@@ -185,7 +185,7 @@ def cached_encode(
     import hashlib
     from pathlib import Path
 
-    from rasa_meta.encoder import encoder_fingerprint
+    from rasa_meta.runtime.encoder import encoder_fingerprint
 
     key = hashlib.sha256(
         (encoder_fingerprint(encoder.name_or_path) + str(encoder.max_length) + "\n".join(texts))
@@ -213,7 +213,7 @@ def inner_loop_accuracy(
     :class:`FewShotConfig` fields (e.g. ``finetune_layers``)."""
     import time
 
-    from rasa_meta.model import FewShotConfig, FewShotIntentModel
+    from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
 
     settings = {"out_of_scope_detection": False, **config}
     model = FewShotIntentModel(FewShotConfig(

@@ -15,9 +15,9 @@ from typing import Dict, List, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rasa_meta.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
-from rasa_meta.losses import episode_loss
-from rasa_meta.meta_train import MetaLearner
+from rasa_meta.runtime.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
+from rasa_meta.training.losses import episode_loss
+from rasa_meta.training.meta_train import MetaLearner
 
 
 def bot_episodes(

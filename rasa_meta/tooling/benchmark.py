@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Union
 from tqdm.auto import tqdm
 
 from rasa_meta import __version__
-from rasa_meta.corpus import IntentCorpus, data_root, load_rasa_nlu, load_split
+from rasa_meta.training.corpus import IntentCorpus, data_root, load_rasa_nlu, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def build_splits(
     A Rasa NLU YAML dataset has no fixed k-shot splits: k shots are always sampled from its
     train file (seed 0 when no seeds are given).
     """
-    from rasa_meta.evaluation import sample_shots
+    from rasa_meta.tooling.evaluation import sample_shots
 
     root = Path(root) if root else data_root()
     sources: List[tuple] = []
@@ -247,7 +247,7 @@ def _timed_calls(fn: Callable[[str], Any], texts: Sequence[str], warmup: int) ->
 
 
 def _latency_fields(seconds: List[float]) -> Dict[str, float]:
-    from rasa_meta.evaluation import percentile
+    from rasa_meta.tooling.evaluation import percentile
 
     return {
         "p50_ms": 1000 * percentile(seconds, 50),
@@ -367,9 +367,9 @@ def _paired_forward(job: Dict[str, Any], agent: Any) -> Dict[str, Any]:
     """
     import asyncio
 
-    from rasa_meta.encoder import SentenceEncoder
-    from rasa_meta.evaluation import percentile
-    from rasa_meta.model import resolve_device
+    from rasa_meta.runtime.encoder import SentenceEncoder
+    from rasa_meta.runtime.model import resolve_device
+    from rasa_meta.tooling.evaluation import percentile
 
     encoder = SentenceEncoder.from_pretrained(job["encoder"]).to(resolve_device("auto"))
 
@@ -412,10 +412,10 @@ def _run_frozen(job: Dict[str, Any]) -> Dict[str, Any]:
     import torch
     import transformers  # noqa: F401
 
-    from rasa_meta.encoder import SentenceEncoder
-    from rasa_meta.evaluation import fit_logistic_regression
-    from rasa_meta.heads import make_head
-    from rasa_meta.model import resolve_device
+    from rasa_meta.runtime.encoder import SentenceEncoder
+    from rasa_meta.runtime.heads import make_head
+    from rasa_meta.runtime.model import resolve_device
+    from rasa_meta.tooling.evaluation import fit_logistic_regression
 
     batch = job["batch_size"]
     start = time.perf_counter()
@@ -448,8 +448,8 @@ def _run_frozen(job: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _run_bare_forward(job: Dict[str, Any]) -> Dict[str, Any]:
-    from rasa_meta.encoder import SentenceEncoder
-    from rasa_meta.model import resolve_device
+    from rasa_meta.runtime.encoder import SentenceEncoder
+    from rasa_meta.runtime.model import resolve_device
 
     encoder = SentenceEncoder.from_pretrained(job["encoder"]).to(resolve_device("auto"))
     seconds = _timed_calls(lambda t: encoder.encode([t]), job["latency_texts"], job["warmup"])
@@ -521,7 +521,7 @@ def machine_info() -> Dict[str, Any]:
 
     import torch
 
-    from rasa_meta.model import resolve_device
+    from rasa_meta.runtime.model import resolve_device
 
     def version(package: str) -> str | None:
         try:
@@ -563,7 +563,7 @@ def machine_info() -> Dict[str, Any]:
 
 
 def _check_encoder(encoder: str) -> None:
-    from rasa_meta.encoder import DEFAULT_ENCODER, SHIPPED_ENCODER_DIR, resolve_encoder
+    from rasa_meta.runtime.encoder import DEFAULT_ENCODER, SHIPPED_ENCODER_DIR, resolve_encoder
 
     resolved = resolve_encoder(encoder)  # raises EncoderNotFoundError for a missing path
     if encoder in (None, "", DEFAULT_ENCODER) and not Path(resolved).is_dir():
@@ -647,7 +647,7 @@ def run_benchmark(
     this run's own DIET rows. ``results.json`` is rewritten after every run, so an interrupted
     benchmark keeps what it measured. Returns ``{"run": {...}, "rows": [...]}``.
     """
-    from rasa_meta.evaluation import accuracy, macro_f1
+    from rasa_meta.tooling.evaluation import accuracy, macro_f1
 
     preset = QUICK if quick else {}
     if datasets is None:

@@ -13,8 +13,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from rasa_meta.evaluation import auroc, expected_calibration_error
-from rasa_meta.model import FewShotIntentModel
+from rasa_meta.runtime.model import FewShotIntentModel
+from rasa_meta.tooling.evaluation import auroc, expected_calibration_error
 
 
 @dataclass
@@ -148,10 +148,10 @@ def run_oos_benchmark(
     """
     from tqdm.auto import tqdm
 
-    from rasa_meta.corpus import data_root, load_split
-    from rasa_meta.encoder import SentenceEncoder
-    from rasa_meta.evaluation import cached_encode, sample_shots
-    from rasa_meta.model import FewShotConfig
+    from rasa_meta.runtime.encoder import SentenceEncoder
+    from rasa_meta.runtime.model import FewShotConfig
+    from rasa_meta.tooling.evaluation import cached_encode, sample_shots
+    from rasa_meta.training.corpus import data_root, load_split
 
     root = root or data_root()
     rows: List[Dict[str, object]] = []

@@ -17,8 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rasa_meta import __version__
-from rasa_meta.adapt import finetune_encoder
-from rasa_meta.encoder import (
+from rasa_meta.runtime.encoder import (
     DEFAULT_ENCODER,
     EncoderNotFoundError,
     SentenceEncoder,
@@ -28,8 +27,8 @@ from rasa_meta.encoder import (
     same_encoder,
     trainable_state,
 )
-from rasa_meta.heads import PrototypeHead, make_head
-from rasa_meta.oos import InScopeCalibrator
+from rasa_meta.runtime.heads import PrototypeHead, make_head
+from rasa_meta.runtime.in_scope import InScopeCalibrator
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +40,9 @@ FALLBACK_TEMPERATURE = 0.05
 # can ignore, the major for changes it cannot read. Files without it predate the field: 1.0.
 FORMAT_VERSION = "1.0"
 RETRAIN_HINT = "Retrain the model with `rasa train`."
+
+# Episode objectives of meta-training and of the inner loop at `rasa train`.
+OBJECTIVES = ("prototypical", "contrastive", "both")
 
 
 @dataclass
@@ -154,6 +156,9 @@ class FewShotIntentModel:
         """Adapt to the examples: optional inner-loop fine-tuning, then prototypes."""
         texts, labels = list(texts), list(labels)
         if self.config.epochs > 0:
+            # training code is imported only when a bot is trained, never when one is served
+            from rasa_meta.training.inner_loop import finetune_encoder
+
             changed = finetune_encoder(
                 self.encoder,
                 texts,

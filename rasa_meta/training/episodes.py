@@ -8,7 +8,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from rasa_meta.corpus import IntentCorpus
+from rasa_meta.training.corpus import IntentCorpus
 
 
 @dataclass

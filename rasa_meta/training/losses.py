@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-OBJECTIVES = ("prototypical", "contrastive", "both")
+from rasa_meta.runtime.model import OBJECTIVES
 
 
 def prototypes(support: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rasa_meta.heads import class_means, label_index
+from rasa_meta.runtime.heads import class_means, label_index
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rasa_meta.encoder import SentenceEncoder
+    from rasa_meta.runtime.encoder import SentenceEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -582,7 +582,7 @@ def save_heatmap(
 
 
 def training_warnings(model: Any) -> List[str]:
-    """Summary lines for a fitted :class:`~rasa_meta.model.FewShotIntentModel`, from the
+    """Summary lines for a fitted :class:`~rasa_meta.runtime.model.FewShotIntentModel`, from the
     embeddings its head already holds (nothing is re-encoded). Never raises: a diagnostic
     must not break training."""
     try:

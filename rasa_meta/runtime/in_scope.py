@@ -17,7 +17,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from rasa_meta.heads import PrototypeHead
+from rasa_meta.runtime.heads import PrototypeHead
 
 
 def leave_one_out_similarities(head: PrototypeHead) -> torch.Tensor:

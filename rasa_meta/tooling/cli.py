@@ -9,8 +9,8 @@ import sys
 from dataclasses import fields
 from typing import Dict, List, Optional, Sequence
 
-from rasa_meta.meta_train import MetaTrainingArguments
-from rasa_meta.model import FewShotConfig
+from rasa_meta.runtime.model import FewShotConfig
+from rasa_meta.training.meta_train import MetaTrainingArguments
 
 
 def add_dataclass_arguments(
@@ -52,7 +52,7 @@ def _add_meta_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_meta_train(ns: argparse.Namespace) -> int:
-    from rasa_meta.meta_train import meta_train
+    from rasa_meta.training.meta_train import meta_train
 
     values = {f.name: getattr(ns, f.name) for f in fields(MetaTrainingArguments)}
     result = meta_train(MetaTrainingArguments(**values))
@@ -96,9 +96,9 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from rasa_meta.corpus import data_root, load_split
-    from rasa_meta.encoder import SentenceEncoder
-    from rasa_meta.evaluation import evaluate_encoder, inner_loop_accuracy
+    from rasa_meta.runtime.encoder import SentenceEncoder
+    from rasa_meta.tooling.evaluation import evaluate_encoder, inner_loop_accuracy
+    from rasa_meta.training.corpus import data_root, load_split
 
     root = Path(ns.data_root) if ns.data_root else data_root()
     train = load_split(root / ns.dataset / ns.train_split)
@@ -179,7 +179,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _encoders(ns: argparse.Namespace) -> Dict[str, str]:
-    from rasa_meta.benchmark import parse_encoder_specs
+    from rasa_meta.tooling.benchmark import parse_encoder_specs
 
     return parse_encoder_specs((ns.encoder or []) + list(ns.oos_encoder))
 
@@ -187,7 +187,7 @@ def _encoders(ns: argparse.Namespace) -> Dict[str, str]:
 def _run_benchmark(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rasa_meta.benchmark import run_benchmark
+    from rasa_meta.tooling.benchmark import run_benchmark
 
     if ns.oos:
         return _run_oos_benchmark(ns)
@@ -223,7 +223,7 @@ def _run_benchmark(ns: argparse.Namespace) -> int:
 def _run_oos_benchmark(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rasa_meta.oos_eval import oos_markdown, run_oos_benchmark
+    from rasa_meta.tooling.oos_eval import oos_markdown, run_oos_benchmark
 
     encoders = _encoders(ns)
     shots = ns.shots or ["10", "full"]
@@ -239,7 +239,7 @@ def _run_oos_benchmark(ns: argparse.Namespace) -> int:
 
 
 def _add_check_data(sub: argparse._SubParsersAction) -> None:
-    from rasa_meta.overlap import (
+    from rasa_meta.tooling.overlap import (
         DEFAULT_DUPLICATE_THRESHOLD,
         DEFAULT_MIN_EXAMPLES,
         DEFAULT_SIMILARITY_THRESHOLD,
@@ -299,14 +299,14 @@ def _run_check_data(ns: argparse.Namespace) -> int:
 
     import yaml
 
-    from rasa_meta.corpus import load_rasa_nlu
-    from rasa_meta.encoder import (
+    from rasa_meta.runtime.encoder import (
         DEFAULT_ENCODER,
         SHIPPED_ENCODER_DIR,
         EncoderNotFoundError,
         SentenceEncoder,
     )
-    from rasa_meta.overlap import build_overlap_report, save_heatmap
+    from rasa_meta.tooling.overlap import build_overlap_report, save_heatmap
+    from rasa_meta.training.corpus import load_rasa_nlu
 
     def fail(message: str) -> int:
         print(f"rasa-meta check-data: {message}", file=sys.stderr)

@@ -5,7 +5,7 @@ query, and descends the prototypical and/or supervised-contrastive loss. Every
 ``eval_every`` steps the encoder is scored on fixed episodes over held-out (class-disjoint)
 intents; the best state is kept and training stops when it no longer improves.
 
-Multi-GPU: launch with ``torchrun --nproc_per_node=G -m rasa_meta.cli meta-train ...``; each
+Multi-GPU: launch with ``torchrun --nproc_per_node=G -m rasa_meta.tooling.cli meta-train ...``; each
 process samples its own episodes and gradients are averaged by DistributedDataParallel.
 """
 
@@ -29,15 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rasa_meta import __version__
-from rasa_meta.corpus import (
-    META_TRAINING_CORPORA,
-    IntentCorpus,
-    corpus_family,
-    corpus_licences,
-    leave_out,
-    load_corpus,
-)
-from rasa_meta.encoder import (
+from rasa_meta.runtime.encoder import (
     BASE_ENCODER,
     SentenceEncoder,
     mean_pool,
@@ -45,10 +37,18 @@ from rasa_meta.encoder import (
     set_trainable_layers,
     trainable_state,
 )
-from rasa_meta.episodes import Episode, EpisodeSampler, split_classes
-from rasa_meta.evaluation import accuracy
-from rasa_meta.heads import class_means, label_index
-from rasa_meta.losses import OBJECTIVES, episode_loss
+from rasa_meta.runtime.heads import class_means, label_index
+from rasa_meta.tooling.evaluation import accuracy
+from rasa_meta.training.corpus import (
+    META_TRAINING_CORPORA,
+    IntentCorpus,
+    corpus_family,
+    corpus_licences,
+    leave_out,
+    load_corpus,
+)
+from rasa_meta.training.episodes import Episode, EpisodeSampler, split_classes
+from rasa_meta.training.losses import OBJECTIVES, episode_loss
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def meta_train(
     history: List[Dict[str, float]] = []
     corpus_task = None
     if args.valid_corpus:
-        from rasa_meta.evaluation import few_shot_task
+        from rasa_meta.tooling.evaluation import few_shot_task
 
         corpus_task = few_shot_task(
             args.valid_corpus, str(args.valid_shots), args.seed,

@@ -33,7 +33,7 @@ DEFAULT_ENCODER = "default"
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 METADATA_FILE = "rasa_meta.json"
 DELTA_FILE = "delta.safetensors"
-SHIPPED_ENCODER_DIR = Path(__file__).resolve().parent / "default_encoder"
+SHIPPED_ENCODER_DIR = Path(__file__).resolve().parents[1] / "default_encoder"
 
 _BASE_ALIASES = {BASE_ENCODER, "all-MiniLM-L6-v2", "minilm"}
 

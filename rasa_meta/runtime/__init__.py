@@ -1,0 +1,4 @@
+"""Runtime: what `rasa run` loads. Encoder, heads, in-scope scoring and the plain model.
+
+Nothing here imports training or tooling code; serving stays light.
+"""

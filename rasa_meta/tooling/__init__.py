@@ -1,0 +1,1 @@
+"""Tooling: the `rasa-meta` command line, evaluation, benchmarks and data reports."""
