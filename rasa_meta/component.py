@@ -197,7 +197,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             identity = encoder_fingerprint(config.get("encoder"))
         except EncoderNotFoundError:
             identity = str(config.get("encoder"))
-        return f"rasa-meta=={__version__}|{identity}"
+        return f"rasa-meta=={__version__}|{identity}|in-scope:{_scorer_digest(config)}"
 
     # --- graph component life cycle ---------------------------------------------------------
 
@@ -331,3 +331,18 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         return training_data
+
+
+def _scorer_digest(config: Dict[str, Any]) -> str:
+    """Hash of the in-scope scorer shipped with the configured encoder ("none" if it has none):
+    a retrained scorer changes what `rasa train` stores, so it must trigger retraining."""
+    import hashlib
+    from pathlib import Path
+
+    from rasa_meta.runtime.in_scope import SCORER_FILE
+
+    try:
+        path = Path(resolve_encoder(config.get("encoder"))) / SCORER_FILE
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
+    except (EncoderNotFoundError, OSError):
+        return "none"

@@ -369,7 +369,7 @@ def test_damaged_model_file_is_a_clear_error_naming_it(trained_dir, file, how):
     assert "rasa train" in str(info.value)
 
 
-@pytest.mark.parametrize("drop", ["labels", "config", "calibrator", "temperature", "texts"])
+@pytest.mark.parametrize("drop", ["labels", "config", "in_scope", "temperature", "texts"])
 def test_model_json_missing_a_key_names_the_file(trained_dir, drop):
     config, storage, directory = trained_dir
     meta = json.loads((directory / "model.json").read_text())

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from rasa_meta.runtime.heads import MatchingHead, PrototypeHead
-from rasa_meta.runtime.in_scope import InScopeCalibrator, leave_one_out_similarities
+from rasa_meta.runtime.in_scope import SimilarityCalibrator, leave_one_out_similarities
 
 
 def clustered(seed=0, n_intents=5, per=6, noise=0.15):
@@ -31,7 +31,7 @@ def test_leave_one_out_excludes_the_example_itself():
 def test_far_messages_score_lower_than_in_scope_ones():
     emb, labels, centres = clustered()
     head = PrototypeHead(0.05).fit(emb, labels)
-    cal = InScopeCalibrator.fit(head, 0.05)
+    cal = SimilarityCalibrator.fit(head, 0.05)
     g = torch.Generator().manual_seed(1)
     near = F.normalize(centres + 0.15 * torch.randn(5, 16, generator=g), dim=1)
     far = F.normalize(torch.randn(50, 16, generator=g), dim=1)
@@ -47,20 +47,20 @@ def test_midpoint_sits_at_the_chosen_quantile():
     emb, labels, _ = clustered(per=20)
     head = PrototypeHead().fit(emb, labels)
     loo = leave_one_out_similarities(head)
-    cal = InScopeCalibrator.fit(head, 0.1)
+    cal = SimilarityCalibrator.fit(head, 0.1)
     assert abs(cal(torch.quantile(loo, 0.1).reshape(1)).item() - 0.5) < 1e-5
     assert cal(torch.quantile(loo, 0.5).reshape(1)).item() == 1.0
-    stricter = InScopeCalibrator.fit(head, 0.3)
+    stricter = SimilarityCalibrator.fit(head, 0.3)
     x = torch.quantile(loo, 0.2).reshape(1)
     assert stricter(x) < cal(x)
 
 
 def test_without_spread_to_learn_from_everything_is_in_scope():
     head = PrototypeHead().fit(torch.eye(3), ["a", "b", "c"])  # one example per intent
-    cal = InScopeCalibrator.fit(head)
+    cal = SimilarityCalibrator.fit(head)
     assert not cal.enabled
     assert cal(torch.tensor([-1.0, 0.0])).tolist() == [1.0, 1.0]
-    assert InScopeCalibrator.from_dict(cal.to_dict()) == cal
+    assert SimilarityCalibrator.from_dict(cal.to_dict()) == cal
 
 
 def test_threshold_selection_on_a_toy_validation_set():

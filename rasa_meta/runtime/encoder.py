@@ -97,6 +97,10 @@ def compute_encoder_fingerprint(name_or_path: Optional[str]) -> str:
     if meta.get("base_model") and (path / DELTA_FILE).is_file():
         digest.update(compute_encoder_fingerprint(meta["base_model"]).encode())
     for file in sorted(path.rglob("*")):
+        # the in-scope scorer shipped beside the weights is not part of the encoder (models
+        # store their own copy); component.fingerprint_addon covers it for retraining
+        if file.name == "in_scope_scorer.json":
+            continue
         if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt"}:
             digest.update(file.name.encode())
             with file.open("rb") as f:

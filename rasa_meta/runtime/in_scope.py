@@ -1,52 +1,208 @@
-"""Out-of-scope scoring from the bot's own in-scope examples only.
+"""In-scope scoring: how likely a message is one of the bot's intents, and predicted right.
 
-How close a message must be to an intent to count as in scope is read off the training data:
-each example's leave-one-out similarity to its own intent (its prototype rebuilt without it,
-or its nearest other example for the matching head). A message as similar as the typical
-example is fully in scope; one as similar as the ``quantile``-th least typical example is at
-the midpoint (in-scope probability 0.5); below that the probability falls linearly to 0.
-Because the scale comes from each bot's own spread, the same FallbackClassifier threshold
-means the same thing for 5 intents or 150.
+Two scores, both from the bot's own examples only (no out-of-scope data is needed):
+
+- ``similarity`` (the rule used before a scorer was learned): a message's best cosine to an
+  intent, scaled by the bot's leave-one-out spread (``SimilarityCalibrator``).
+- ``learned`` (the default): ``InScopeScorer``, a monotone logistic model over features every
+  bot has (best and second-best similarity, nearest example, the head's top probability, the
+  bot's own leave-one-out statistics, number of intents and shots). It is meta-trained across
+  many episodes in which some intents are held out as pseudo out-of-scope queries
+  (``rasa_meta.training.in_scope``), so a new bot gets it without any OOS data. Its target is
+  "in scope and the top intent is right", so its output reads as the probability that the
+  prediction is correct: the same threshold means the same thing for 5 intents or 150.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 from rasa_meta.runtime.heads import PrototypeHead
 
+SCORER_FILE = "in_scope_scorer.json"
+
+# Features of a message against a fitted head. The first MONOTONE ones grow with how close the
+# message is to the bot's intents; their weights are kept non-negative, so moving a message
+# closer to its intent never lowers its score.
+FEATURES = (
+    "top_similarity",  # cosine to the nearest prototype
+    "margin",  # that minus the second-nearest prototype's
+    "nearest_example",  # cosine to the nearest single example
+    "top_probability",  # the head's softmax probability of its top intent
+    "relative_similarity",  # top_similarity minus the bot's typical leave-one-out similarity
+    "typical_similarity",  # the bot's median leave-one-out similarity (context)
+    "spread",  # median minus 5th percentile of leave-one-out similarity (context)
+    "log_intents",  # log of the number of intents (context)
+    "log_shots",  # log of the mean examples per intent (context)
+)
+MONOTONE = 5
+
 
 def leave_one_out_similarities(head: PrototypeHead) -> torch.Tensor:
     """Similarity of each example (of intents with 2+ examples) to its own intent without it."""
-    emb, targets = head.support, head.support_targets
-    counts = torch.bincount(targets, minlength=len(head.labels))
-    keep = counts[targets] >= 2
+    counts = torch.bincount(head.support_targets, minlength=len(head.labels))
+    keep = counts[head.support_targets] >= 2
     if not bool(keep.any()):
         return torch.zeros(0)
+    return _own_intent_without_self(head)[keep]
+
+
+def _own_intent_without_self(head: PrototypeHead) -> torch.Tensor:
+    """Every example's similarity to its own intent with itself left out: the rebuilt
+    prototype, or (matching head) the nearest other example of the intent (-2 if none)."""
+    emb, targets = head.support, head.support_targets
     if head.kind == "matching":
         sims = emb @ emb.T
         same = (targets.unsqueeze(0) == targets.unsqueeze(1)) & ~torch.eye(len(targets), dtype=bool)
-        loo = sims.masked_fill(~same, -2.0).max(1).values
-    else:
-        sums = torch.zeros(len(head.labels), emb.shape[1]).index_add_(0, targets, emb)
-        loo = (emb * F.normalize(sums[targets] - emb, dim=-1)).sum(1)
-    return loo[keep]
+        return sims.masked_fill(~same, -2.0).max(1).values
+    sums = torch.zeros(len(head.labels), emb.shape[1]).index_add_(0, targets, emb)
+    return (emb * F.normalize(sums[targets] - emb, dim=-1)).sum(1)
 
 
 @dataclass
-class InScopeCalibrator:
-    """Maps a message's best similarity to an intent to an in-scope probability in [0, 1]."""
+class BotStatistics:
+    """What the scorer knows about a bot: its leave-one-out spread, intents and shots."""
+
+    typical: float
+    low: float
+    n_intents: int
+    mean_shots: float
+
+    @classmethod
+    def of(cls, head: PrototypeHead) -> BotStatistics:
+        loo = leave_one_out_similarities(head)
+        if loo.numel() >= 2:
+            typical, low = float(torch.quantile(loo, 0.5)), float(torch.quantile(loo, 0.05))
+        else:  # one example per intent: no spread to read, assume a tight one
+            typical, low = 1.0, 1.0
+        n = max(len(head.labels), 1)
+        return cls(typical, low, n, len(head.support_targets) / n)
+
+
+def in_scope_features(
+    head: PrototypeHead,
+    emb: torch.Tensor,
+    stats: Optional[BotStatistics] = None,
+    sims: Optional[torch.Tensor] = None,
+    probs: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """(n, len(FEATURES)) features of each query embedding against a fitted head
+    (``sims`` and ``probs``: the head's outputs for ``emb``, if already computed)."""
+    stats = stats or BotStatistics.of(head)
+    sims = head.similarities(emb) if sims is None else sims
+    top2 = sims.topk(min(2, sims.shape[1]), dim=1).values
+    top = top2[:, 0]
+    second = top2[:, 1] if top2.shape[1] > 1 else top - 1.0
+    nearest = (emb.float() @ head.support.T).max(1).values
+    probability = (head.predict_proba(emb) if probs is None else probs).max(1).values
+    return _feature_matrix(top, second, nearest, probability, stats)
+
+
+def _feature_matrix(
+    top: torch.Tensor,
+    second: torch.Tensor,
+    nearest: torch.Tensor,
+    probability: torch.Tensor,
+    stats: BotStatistics,
+) -> torch.Tensor:
+    """Stack per-message similarities and the bot's context into FEATURES order."""
+    context = torch.tensor(
+        [stats.typical, stats.typical - stats.low, math.log(stats.n_intents),
+         math.log(max(stats.mean_shots, 1.0))]
+    ).expand(len(top), 4)
+    per_message = torch.stack([top, top - second, nearest, probability, top - stats.typical], 1)
+    return torch.cat([per_message, context], 1)
+
+
+def leave_one_out_features(head: PrototypeHead, stats: BotStatistics) -> torch.Tensor:
+    """The features of each training example (of intents with 2+ examples) as if it were a
+    new message: its own intent's prototype rebuilt without it, its nearest *other* example,
+    probabilities from those similarities. How the bot's own examples score calibrates it."""
+    emb, targets = head.support, head.support_targets
+    counts = torch.bincount(targets, minlength=len(head.labels))
+    keep = counts[targets] >= 2
+    if not bool(keep.any()) or len(head.labels) < 2:
+        return torch.zeros(0, len(FEATURES))
+    sims = emb @ head.prototypes.T
+    loo = _own_intent_without_self(head)
+    sims = sims.scatter(1, targets.unsqueeze(1), loo.unsqueeze(1))
+    pair = (emb @ emb.T).fill_diagonal_(-2.0)
+    top2 = sims.topk(2, dim=1).values
+    probability = torch.softmax(sims / head.temperature, dim=1).max(1).values
+    feats = _feature_matrix(top2[:, 0], top2[:, 1], pair.max(1).values, probability, stats)
+    return feats[keep]
+
+
+@dataclass
+class InScopeScorer:
+    """Monotone logistic model: features → probability that the top intent is right."""
+
+    weights: List[float]
+    bias: float
+    mean: List[float]
+    scale: List[float]
+    features: List[str] = field(default_factory=lambda: list(FEATURES))
+    trained_on: Dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if list(self.features) != list(FEATURES):
+            raise ValueError(
+                f"in-scope scorer was trained on features {self.features}, this version "
+                f"computes {list(FEATURES)}"
+            )
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - torch.tensor(self.mean)) / torch.tensor(self.scale)
+        return x @ torch.tensor(self.weights) + self.bias
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(features))
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict) -> InScopeScorer:
+        return cls(
+            [float(w) for w in data["weights"]], float(data["bias"]),
+            [float(m) for m in data["mean"]], [float(s) for s in data["scale"]],
+            list(data.get("features", FEATURES)), dict(data.get("trained_on", {})),
+        )
+
+    def save(self, directory: Union[str, Path]) -> None:
+        (Path(directory) / SCORER_FILE).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, directory: Union[str, Path]) -> Optional[InScopeScorer]:
+        """The scorer shipped with an encoder directory, or None if it has none."""
+        path = Path(directory) / SCORER_FILE
+        if not path.is_file():
+            return None
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+@dataclass
+class SimilarityCalibrator:
+    """Maps a message's best similarity to an intent to an in-scope probability in [0, 1].
+
+    A message as similar as the bot's typical example (median leave-one-out similarity) is
+    fully in scope; one as similar as the ``quantile``-th least typical example is at 0.5;
+    below that the probability falls linearly to 0.
+    """
 
     low: float = -1.0
     high: float = -1.0
     enabled: bool = False
 
     @classmethod
-    def fit(cls, head: PrototypeHead, quantile: float = 0.05) -> InScopeCalibrator:
+    def fit(cls, head: PrototypeHead, quantile: float = 0.05) -> SimilarityCalibrator:
         loo = leave_one_out_similarities(head)
         if loo.numel() < 2:
             return cls()  # nothing to learn the spread from: everything counts as in scope
@@ -66,5 +222,81 @@ class InScopeCalibrator:
         return {"low": self.low, "high": self.high, "enabled": self.enabled}
 
     @classmethod
-    def from_dict(cls, data: Dict) -> InScopeCalibrator:
+    def from_dict(cls, data: Dict) -> SimilarityCalibrator:
         return cls(float(data["low"]), float(data["high"]), bool(data["enabled"]))
+
+
+OOS_METHODS = ("learned", "similarity")
+
+
+@dataclass
+class InScopeEstimator:
+    """A bot's in-scope score, as configured by ``out_of_scope_detection``.
+
+    ``learned``: the meta-trained scorer with this bot's statistics; the top intent's
+    confidence becomes the probability that it is right (the other intents keep their ratio
+    to it). ``similarity``: the leave-one-out rule. ``off``: every message is in scope.
+    """
+
+    method: str = "off"
+    calibrator: SimilarityCalibrator = field(default_factory=SimilarityCalibrator)
+    scorer: Optional[InScopeScorer] = None
+    stats: Optional[BotStatistics] = None
+    offset: float = 0.0  # added to the scorer's logit: the bot's own calibration
+
+    @classmethod
+    def fit(
+        cls,
+        head: PrototypeHead,
+        method: str,
+        quantile: float = 0.05,
+        scorer: Optional[InScopeScorer] = None,
+    ) -> InScopeEstimator:
+        if method == "learned":
+            if scorer is None:
+                raise ValueError("the learned in-scope score needs a scorer")
+            stats = BotStatistics.of(head)
+            # The scorer ranks; the bot's own examples set the scale: the ``quantile``-th least
+            # typical example (scored as if it were new) lands at 0.5, as with the similarity
+            # rule, so a threshold means the same for a clean 150-intent bot or a noisy one.
+            loo = scorer.logits(leave_one_out_features(head, stats))
+            offset = -float(torch.quantile(loo, quantile)) if loo.numel() >= 2 else 0.0
+            return cls("learned", scorer=scorer, stats=stats, offset=offset)
+        if method == "similarity":
+            return cls("similarity", calibrator=SimilarityCalibrator.fit(head, quantile))
+        return cls()
+
+    def confidences(
+        self, head: PrototypeHead, emb: torch.Tensor, probs: torch.Tensor, sims: torch.Tensor
+    ) -> tuple:
+        """(confidences (n, intents), in-scope score (n,)) from the head's outputs."""
+        if self.method == "learned" and self.scorer is not None:
+            features = in_scope_features(head, emb, self.stats, sims, probs)
+            score = torch.sigmoid(self.scorer.logits(features) + self.offset)
+            top = probs.max(1).values.clamp(min=1e-12)
+            return (probs * (score / top).unsqueeze(1)).clamp(max=1.0), score
+        score = self.calibrator(sims.max(1).values)
+        return probs * score.unsqueeze(1), score
+
+    def to_dict(self) -> Dict[str, object]:
+        out: Dict[str, object] = {"method": self.method}
+        if self.method == "learned":
+            out["scorer"] = self.scorer.to_dict() if self.scorer else None
+            out["statistics"] = asdict(self.stats) if self.stats else None
+            out["offset"] = self.offset
+        else:
+            out["calibrator"] = self.calibrator.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Dict) -> InScopeEstimator:
+        method = str(data["method"])
+        if method == "learned":
+            s = data["statistics"]
+            stats = BotStatistics(float(s["typical"]), float(s["low"]), int(s["n_intents"]),
+                                  float(s["mean_shots"]))
+            return cls("learned", scorer=InScopeScorer.from_dict(data["scorer"]), stats=stats,
+                       offset=float(data.get("offset", 0.0)))
+        if method not in ("similarity", "off"):
+            raise ValueError(f"unknown in-scope method '{method}'")
+        return cls(method, calibrator=SimilarityCalibrator.from_dict(data["calibrator"]))

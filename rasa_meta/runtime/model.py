@@ -28,7 +28,12 @@ from rasa_meta.runtime.encoder import (
     trainable_state,
 )
 from rasa_meta.runtime.heads import PrototypeHead, make_head
-from rasa_meta.runtime.in_scope import InScopeCalibrator
+from rasa_meta.runtime.in_scope import (
+    OOS_METHODS,
+    InScopeEstimator,
+    InScopeScorer,
+    SimilarityCalibrator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +68,9 @@ class FewShotConfig:
     finetune_layers: int = -1  # top transformer blocks trained; -1: all (embeddings frozen)
     finetune_learning_rate: float = 1e-4
     finetune_objective: str = "both"  # prototypical | contrastive | both (see losses.py)
-    out_of_scope_detection: bool = True
+    # "learned": the in-scope scorer meta-trained with the encoder (true: that, or
+    # "similarity" for an encoder that ships none); "similarity": the leave-one-out rule.
+    out_of_scope_detection: Union[bool, str] = True
     oos_quantile: float = 0.05
     random_seed: int = 42
     # Intra-op CPU threads when the model is loaded for serving: "auto" (1 per process) or N.
@@ -115,7 +122,7 @@ class FewShotIntentModel:
         self.device = resolve_device(config.device)
         self._encoder = encoder
         self.head: Optional[PrototypeHead] = None
-        self.calibrator = InScopeCalibrator()
+        self.in_scope = InScopeEstimator()
         self.texts: List[str] = []
         self.delta: Dict[str, torch.Tensor] = {}
         # Where the encoder is loaded from: the absolute directory (or hub name) that
@@ -183,10 +190,8 @@ class FewShotIntentModel:
         self.texts = list(texts)
         self.head = make_head(self.config.head, self.temperature).fit(embeddings, list(labels))
         self.head.refine(self.config.head_steps, self.config.head_learning_rate)
-        self.calibrator = (
-            InScopeCalibrator.fit(self.head, self.config.oos_quantile)
-            if self.config.out_of_scope_detection
-            else InScopeCalibrator()
+        self.in_scope = InScopeEstimator.fit(
+            self.head, self.in_scope_method(), self.config.oos_quantile, self._scorer()
         )
         return self
 
@@ -205,8 +210,35 @@ class FewShotIntentModel:
         assert self.head is not None, "predict() needs a fitted model"
         sims = self.head.similarities(emb)
         probs = self.head.predict_proba(emb)
-        in_scope = self.calibrator(sims.max(1).values)
-        return probs * in_scope.unsqueeze(1), in_scope, sims
+        confidences, in_scope = self.in_scope.confidences(self.head, emb, probs, sims)
+        return confidences, in_scope, sims
+
+    def _scorer(self) -> Optional[InScopeScorer]:
+        """The in-scope scorer meta-trained with this model's encoder, if it ships one."""
+        location = self.encoder_path or resolve_encoder(self.config.encoder)
+        path = Path(location)
+        return InScopeScorer.load(path) if path.is_dir() else None
+
+    def in_scope_method(self) -> str:
+        """"learned", "similarity" or "off", from ``out_of_scope_detection``."""
+        setting = self.config.out_of_scope_detection
+        if setting not in (True, False, *OOS_METHODS):
+            raise ValueError(
+                f"out_of_scope_detection must be true, false or one of {list(OOS_METHODS)}, "
+                f"got {setting!r}."
+            )
+        if setting is False:
+            return "off"
+        if setting is True:
+            return "learned" if self._scorer() is not None else "similarity"
+        if setting == "learned" and self._scorer() is None:
+            raise ValueError(
+                f"out_of_scope_detection 'learned' needs an in-scope scorer trained with the "
+                f"encoder '{self.config.encoder}', which has none: train one with `rasa-meta "
+                f"train-scorer --encoder {self.config.encoder}`, or set out_of_scope_detection "
+                f"to 'similarity'."
+            )
+        return str(setting)
 
     def nearest_examples(self, emb: torch.Tensor, intent: str, k: int) -> List[Tuple[str, float]]:
         """The ``k`` training examples of ``intent`` closest to one embedding."""
@@ -237,7 +269,7 @@ class FewShotIntentModel:
             "labels": self.head.labels,
             "texts": self.texts,
             "temperature": self.head.temperature,
-            "calibrator": self.calibrator.to_dict(),
+            "in_scope": self.in_scope.to_dict(),
         }
         (directory / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
@@ -269,7 +301,12 @@ class FewShotIntentModel:
             labels = [str(label) for label in meta["labels"]]
             texts = [str(text) for text in meta["texts"]]
             temperature = float(meta["temperature"])
-            calibrator = InScopeCalibrator.from_dict(meta["calibrator"])
+            if "in_scope" in meta:
+                in_scope = InScopeEstimator.from_dict(meta["in_scope"])
+            else:  # saved before the learned scorer: the similarity rule (or off)
+                calibrator = SimilarityCalibrator.from_dict(meta["calibrator"])
+                method = "similarity" if calibrator.enabled else "off"
+                in_scope = InScopeEstimator(method, calibrator=calibrator)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ModelLoadError(
                 f"'{meta_file}' is incomplete or malformed ({type(e).__name__}: {e}). "
@@ -327,7 +364,7 @@ class FewShotIntentModel:
                     f"({e}). {RETRAIN_HINT}"
                 ) from e
         model.texts = texts
-        model.calibrator = calibrator
+        model.in_scope = in_scope
         return model
 
 

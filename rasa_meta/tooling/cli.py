@@ -70,6 +70,25 @@ def _run_meta_train(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_scorer(sub: argparse._SubParsersAction) -> None:
+    from rasa_meta.training.in_scope import ScorerTrainingArguments
+
+    p = sub.add_parser(
+        "train-scorer",
+        help="Meta-train the in-scope scorer of an encoder (pseudo out-of-scope episodes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_dataclass_arguments(p, ScorerTrainingArguments)
+
+
+def _run_train_scorer(ns: argparse.Namespace) -> int:
+    from rasa_meta.training.in_scope import ScorerTrainingArguments, run_scorer_training
+
+    values = {f.name: getattr(ns, f.name) for f in fields(ScorerTrainingArguments)}
+    print(json.dumps(run_scorer_training(ScorerTrainingArguments(**values)), indent=1))
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -361,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_meta_train(sub)
+    _add_train_scorer(sub)
     _add_evaluate(sub)
     _add_benchmark(sub)
     _add_check_data(sub)
@@ -369,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "meta-train": _run_meta_train,
+    "train-scorer": _run_train_scorer,
     "evaluate": _run_evaluate,
     "benchmark": _run_benchmark,
     "check-data": _run_check_data,

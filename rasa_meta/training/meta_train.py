@@ -106,6 +106,10 @@ class MetaTrainingArguments:
         False, "Keep the final state instead of the best-scoring one (a step count chosen "
         "beforehand, e.g. from leave-one-out folds, where no held-out corpus is left)."
     )
+    scorer_episodes: int = _arg(
+        300, "Episodes of the in-scope scorer trained on the same corpora after meta-training "
+        "(its out-of-scope score; 0: none, the component then uses the similarity rule)."
+    )
     eval_every: int = _arg(100, "Steps between meta-valid evaluations.")
     patience: int = _arg(4, "Evaluations without improvement before stopping.")
     init_scale: float = _arg(20.0, "Initial similarity scale of the prototypical loss.")
@@ -362,6 +366,25 @@ def meta_train(
             encoder, out_dir, meta, delta_names=trained_names if args.save_delta else None
         )
         (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        if args.scorer_episodes > 0:
+            _train_in_scope_scorer(args, out_dir, corpora)
     if distributed:
         torch.distributed.destroy_process_group()
     return MetaTrainingResult(out_dir, best_acc, best_step, step, seconds, history)
+
+
+def _train_in_scope_scorer(
+    args: MetaTrainingArguments, out_dir: Path, corpora: List[IntentCorpus]
+) -> None:
+    """Meta-train the checkpoint's in-scope scorer on the corpora it was trained on."""
+    from rasa_meta.training.in_scope import train_scorer
+
+    encoder = SentenceEncoder.from_pretrained(str(out_dir))
+    try:
+        scorer, history = train_scorer(encoder, corpora, args.scorer_episodes, seed=args.seed)
+    except ValueError as e:
+        logger.warning("No in-scope scorer trained: %s", e)
+        return
+    scorer.trained_on["exclude"] = list(args.exclude)
+    scorer.save(out_dir)
+    (out_dir / "in_scope_scorer_history.json").write_text(json.dumps(history, indent=1))
