@@ -21,6 +21,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from rasa_meta import __version__
 from rasa_meta.runtime.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
 from rasa_meta.runtime.heads import HEAD_TYPES
+from rasa_meta.runtime.in_scope import OOS_METHODS, InScopeConfigError
 from rasa_meta.runtime.model import OBJECTIVES, FewShotConfig, FewShotIntentModel, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,12 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
                 f"{name}: 'temperature' must be a positive number, or null to use the encoder's "
                 f"learned scale; got {temperature!r}."
             )
+        detection = config.get("out_of_scope_detection", True)
+        if detection not in (True, False, *OOS_METHODS):
+            raise InvalidConfigException(
+                f"{name}: 'out_of_scope_detection' must be true (the learned score where the "
+                f"encoder ships one), false, 'learned' or 'similarity'; got {detection!r}."
+            )
         quantile = config.get("oos_quantile", 0.05)
         if not (isinstance(quantile, (int, float)) and 0 < quantile < 0.5):
             raise InvalidConfigException(
@@ -226,7 +233,10 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         if self.model.is_trained:  # `rasa train --finetune`: adapt the loaded model further
             self.model.config.epochs = int(self.component_config.get("epochs", 0))
         _restore_training_threads()  # training uses all of torch's threads
-        self.model.fit(texts, labels)
+        try:
+            self.model.fit(texts, labels)
+        except InScopeConfigError as e:
+            raise InvalidConfigException(f"rasa_meta.MetaIntentClassifier: {e}") from e
         from rasa_meta.tooling.overlap import training_warnings  # train time only, not serving
 
         for line in training_warnings(self.model):  # from the fitted embeddings, no re-encoding

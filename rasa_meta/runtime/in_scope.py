@@ -229,6 +229,10 @@ class SimilarityCalibrator:
 OOS_METHODS = ("learned", "similarity")
 
 
+class InScopeConfigError(ValueError):
+    """``out_of_scope_detection`` asks for something this encoder cannot give."""
+
+
 @dataclass
 class InScopeEstimator:
     """A bot's in-scope score, as configured by ``out_of_scope_detection``.

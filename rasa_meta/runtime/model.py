@@ -30,6 +30,7 @@ from rasa_meta.runtime.encoder import (
 from rasa_meta.runtime.heads import PrototypeHead, make_head
 from rasa_meta.runtime.in_scope import (
     OOS_METHODS,
+    InScopeConfigError,
     InScopeEstimator,
     InScopeScorer,
     SimilarityCalibrator,
@@ -223,7 +224,7 @@ class FewShotIntentModel:
         """"learned", "similarity" or "off", from ``out_of_scope_detection``."""
         setting = self.config.out_of_scope_detection
         if setting not in (True, False, *OOS_METHODS):
-            raise ValueError(
+            raise InScopeConfigError(
                 f"out_of_scope_detection must be true, false or one of {list(OOS_METHODS)}, "
                 f"got {setting!r}."
             )
@@ -232,7 +233,7 @@ class FewShotIntentModel:
         if setting is True:
             return "learned" if self._scorer() is not None else "similarity"
         if setting == "learned" and self._scorer() is None:
-            raise ValueError(
+            raise InScopeConfigError(
                 f"out_of_scope_detection 'learned' needs an in-scope scorer trained with the "
                 f"encoder '{self.config.encoder}', which has none: train one with `rasa-meta "
                 f"train-scorer --encoder {self.config.encoder}`, or set out_of_scope_detection "

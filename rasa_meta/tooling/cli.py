@@ -89,6 +89,48 @@ def _run_train_scorer(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_threshold(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "threshold",
+        help="Choose the FallbackClassifier threshold: parse in-scope and out-of-scope test "
+             "messages with a trained model, plot the trade-off, print the threshold.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="A trained Rasa model (models/....tar.gz).")
+    p.add_argument("--in-scope", required=True,
+                   help="Rasa NLU YAML of in-scope test messages with their intents.")
+    p.add_argument("--out-of-scope", required=True,
+                   help="Out-of-scope messages: Rasa NLU YAML or a text file, one per line.")
+    p.add_argument("--max-in-scope-drop", type=float, default=0.03,
+                   help="In-scope accuracy the fallback may cost (0.03: 3 points); "
+                        "a negative value picks the best mean of accuracy and recall.")
+    p.add_argument("--output-dir", default="results/threshold")
+
+
+def _run_threshold(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rasa_meta.tooling.threshold import run
+
+    drop = None if ns.max_in_scope_drop < 0 else ns.max_in_scope_drop
+    try:
+        report = run(ns.model, Path(ns.in_scope), Path(ns.out_of_scope), Path(ns.output_dir),
+                     drop)
+    except (OSError, ValueError) as e:
+        print(f"rasa-meta threshold: {e}", file=sys.stderr)
+        return 2
+    none, chosen = report["no_fallback"], report["chosen"]
+    print(f"no fallback:      in-scope accuracy {100 * none['in_scope_accuracy']:.1f} %, "
+          f"OOS recall {100 * none['oos_recall']:.1f} %")
+    print(f"threshold {chosen['threshold']:.2f}:  in-scope accuracy "
+          f"{100 * chosen['in_scope_accuracy']:.1f} %, "
+          f"OOS recall {100 * chosen['oos_recall']:.1f} %  ({report['rule']})")
+    print(f"config.yml:  - name: FallbackClassifier\n    threshold: {chosen['threshold']:.2f}")
+    print(f"plot and sweep: {Path(ns.output_dir) / 'threshold.png'}, "
+          f"{Path(ns.output_dir) / 'threshold.json'}")
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -381,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_meta_train(sub)
     _add_train_scorer(sub)
+    _add_threshold(sub)
     _add_evaluate(sub)
     _add_benchmark(sub)
     _add_check_data(sub)
@@ -390,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "meta-train": _run_meta_train,
     "train-scorer": _run_train_scorer,
+    "threshold": _run_threshold,
     "evaluate": _run_evaluate,
     "benchmark": _run_benchmark,
     "check-data": _run_check_data,

@@ -1,0 +1,214 @@
+"""The meta-learned in-scope scorer: features, training, monotonicity, persistence through
+Rasa, and the threshold tool."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rasa_meta.runtime.heads import PrototypeHead
+from rasa_meta.runtime.in_scope import (
+    FEATURES,
+    MONOTONE,
+    BotStatistics,
+    InScopeEstimator,
+    InScopeScorer,
+    in_scope_features,
+    leave_one_out_features,
+)
+from rasa_meta.runtime.model import FewShotConfig
+from rasa_meta.tooling.oos_eval import ScoredSplit
+from rasa_meta.training.in_scope import fit_scorer, sample_scorer_episode, scorer_quality
+
+DIM = 16
+
+
+def _cluster_corpus(n_intents: int, per_intent: int, gen: torch.Generator, spread=0.25) -> dict:
+    """Intents as tight clusters of unit vectors around random centres."""
+    out = {}
+    for i in range(n_intents):
+        centre = F.normalize(torch.randn(DIM, generator=gen), dim=0)
+        pts = centre + spread * torch.randn(per_intent, DIM, generator=gen) / DIM ** 0.5
+        out[f"intent_{i}"] = F.normalize(pts, dim=-1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy_corpora() -> dict:
+    gen = torch.Generator().manual_seed(0)
+    return {f"corpus_{c}": _cluster_corpus(12, 12, gen) for c in range(3)}
+
+
+@pytest.fixture(scope="module")
+def toy_episodes(toy_corpora):
+    rng = random.Random(0)
+    config = FewShotConfig(epochs=0, head_steps=10)
+    episodes = []
+    while len(episodes) < 60:
+        ep = sample_scorer_episode(toy_corpora, rng, config, temperature=0.05, shots=(3, 5))
+        if ep is not None:
+            episodes.append(ep)
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def trained(toy_episodes):
+    return fit_scorer(toy_episodes[10:], steps=300)
+
+
+def test_episodes_hold_in_scope_and_pseudo_out_of_scope_queries(toy_episodes):
+    ep = toy_episodes[0]
+    assert ep.features.shape[1] == len(FEATURES)
+    assert ep.in_scope.any() and (~ep.in_scope).any()
+    assert not bool(ep.correct[~ep.in_scope].any())  # out-of-scope is never "right"
+
+
+def test_training_lowers_the_loss_and_ranks_held_out_episodes(trained, toy_episodes):
+    scorer, losses = trained
+    assert losses[-1] < 0.8 * losses[0]
+    quality = scorer_quality(scorer, toy_episodes[:10])
+    assert quality["auroc"] > 0.9
+
+
+def test_monotone_weights_stay_non_negative_even_against_the_data(toy_episodes):
+    flipped = [type(ep)(ep.features, 1.0 - ep.correct, ep.in_scope) for ep in toy_episodes]
+    scorer, _ = fit_scorer(flipped, steps=200)
+    assert min(scorer.weights[:MONOTONE]) >= 0.0
+
+
+def test_far_messages_score_low_near_ones_high_and_closer_never_lowers(trained, toy_corpora):
+    scorer, _ = trained
+    corpus = toy_corpora["corpus_0"]
+    names = sorted(corpus)[:6]
+    support = torch.cat([corpus[n][:5] for n in names])
+    head = PrototypeHead(0.05).fit(support, [n for n in names for _ in range(5)])
+    head.refine(10)
+    estimator = InScopeEstimator.fit(head, "learned", 0.05, scorer)
+    near = corpus[names[0]][6:10]  # unseen examples of a known intent
+    far = toy_corpora["corpus_2"]["intent_3"][:4]  # another corpus's intent
+    probs, sims = head.predict_proba(near), head.similarities(near)
+    _, near_scores = estimator.confidences(head, near, probs, sims)
+    _, far_scores = estimator.confidences(
+        head, far, head.predict_proba(far), head.similarities(far))
+    assert float(near_scores.min()) > float(far_scores.max())
+    assert float(near_scores.mean()) > 0.5 > float(far_scores.mean())
+    # walk a far message towards the first intent's prototype: its score never drops
+    path = [F.normalize((1 - a) * far[0] + a * head.prototypes[0], dim=0) for a in
+            np.linspace(0, 1, 11)]
+    walk = torch.stack(path)
+    features = in_scope_features(head, walk, BotStatistics.of(head))
+    scores = scorer(features).tolist()
+    assert all(b >= a - 1e-6 for a, b in zip(scores, scores[1:])), scores
+
+
+def test_leave_one_out_features_treat_each_example_as_new(toy_corpora):
+    corpus = toy_corpora["corpus_1"]
+    names = sorted(corpus)[:4]
+    support = torch.cat([corpus[n][:4] for n in names])
+    head = PrototypeHead(0.05).fit(support, [n for n in names for _ in range(4)])
+    stats = BotStatistics.of(head)
+    loo = leave_one_out_features(head, stats)
+    seen = in_scope_features(head, support, stats)
+    assert loo.shape == seen.shape
+    # without itself, an example is less similar to its intent and to its nearest example
+    assert bool((loo[:, 0] <= seen[:, 0] + 1e-6).all())
+    assert bool((loo[:, 2] < seen[:, 2]).all())
+
+
+def test_scorer_and_estimator_round_trip(trained, toy_corpora, tmp_path):
+    scorer, _ = trained
+    scorer.save(tmp_path)
+    again = InScopeScorer.load(tmp_path)
+    x = torch.randn(5, len(FEATURES))
+    assert torch.equal(scorer(x), again(x))
+    assert InScopeScorer.load(tmp_path / "nowhere") is None
+    corpus = toy_corpora["corpus_0"]
+    names = sorted(corpus)[:3]
+    head = PrototypeHead(0.05).fit(torch.cat([corpus[n][:4] for n in names]),
+                                   [n for n in names for _ in range(4)])
+    est = InScopeEstimator.fit(head, "learned", 0.05, scorer)
+    assert InScopeEstimator.from_dict(est.to_dict()) == est
+
+
+def test_scorer_rejects_features_it_was_not_trained_on(trained):
+    data = trained[0].to_dict()
+    data["features"] = list(reversed(data["features"]))
+    with pytest.raises(ValueError, match="features"):
+        InScopeScorer.from_dict(data)
+
+
+def test_threshold_tool_finds_the_known_optimum():
+    from rasa_meta.tooling.threshold import recommend, sweep
+
+    # in-scope: 8 right at 0.9, 1 right at 0.3, 1 wrong at 0.2; OOS: 0.1 x 5, 0.5 x 5
+    in_scope = ScoredSplit(np.array([0.9] * 8 + [0.3, 0.2]), ["a"] * 10, ["a"] * 9 + ["b"])
+    oos = ScoredSplit(np.array([0.1] * 5 + [0.5] * 5), ["a"] * 10, [None] * 10)
+    # no in-scope loss allowed: anything in (0.1, 0.3] keeps the 9 right ones and rejects the
+    # five at 0.1; ties go to the lowest such score, 0.2
+    best = recommend(in_scope, oos, max_in_scope_drop=0.0)
+    assert (best.threshold, best.in_scope_accuracy, best.oos_recall) == (0.2, 0.9, 0.5)
+    # 10 points may go: 0.9 rejects every OOS message at 80 % in-scope accuracy
+    best = recommend(in_scope, oos, max_in_scope_drop=0.1)
+    assert (best.threshold, best.in_scope_accuracy, best.oos_recall) == (0.9, 0.8, 1.0)
+    points = sweep(in_scope, oos, steps=11)
+    assert [p.threshold for p in points][:2] == [0.0, 0.1]
+    assert points[0].oos_recall == 0.0 and points[-1].in_scope_accuracy == 0.0
+
+
+def _write_scorer(encoder_dir, tmp_path, trained):
+    target = tmp_path / "encoder-with-scorer"
+    shutil.copytree(encoder_dir, target)
+    trained[0].save(target)
+    return target
+
+
+def test_learned_scores_persist_through_rasa(tiny_encoder_dir, tmp_path, trained):
+    from rasa.engine.storage.resource import Resource
+    from rasa.shared.nlu.training_data.message import Message
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    from rasa_meta.component import MetaIntentClassifier
+    from tests.conftest import toy_corpus
+    from tests.rasa_helpers import context, load, new_storage, parse
+
+    encoder = _write_scorer(tiny_encoder_dir, tmp_path, trained)
+    config = {**MetaIntentClassifier.get_default_config(), "encoder": str(encoder),
+              "epochs": 0, "out_of_scope_detection": "learned"}
+    storage = new_storage(tmp_path / "storage")
+    clf = MetaIntentClassifier.create(config, storage, Resource("clf"), context())
+    texts, labels = toy_corpus()
+    clf.train(TrainingData([Message(data={"text": t, "intent": i})
+                            for t, i in zip(texts, labels)]))
+    assert clf.model.in_scope.method == "learned"
+    queries = ["where is my parcel", "zzz qqq 123", "hello there friend"]
+    before = [m.get("intent_ranking") for m in parse(clf, queries)]
+    after = [m.get("intent_ranking") for m in parse(load(config, storage), queries)]
+    assert before == after
+    top = before[0][0]
+    assert isinstance(top["confidence"], float) and 0.0 <= top["confidence"] <= 1.0
+
+
+def test_learned_without_a_scorer_is_a_config_error(tiny_encoder_dir, tmp_path):
+    from rasa.engine.storage.resource import Resource
+    from rasa.shared.exceptions import InvalidConfigException
+    from rasa.shared.nlu.training_data.message import Message
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    from rasa_meta.component import MetaIntentClassifier
+    from tests.conftest import toy_corpus
+    from tests.rasa_helpers import context, new_storage
+
+    config = {**MetaIntentClassifier.get_default_config(), "encoder": str(tiny_encoder_dir),
+              "epochs": 0, "out_of_scope_detection": "learned"}
+    clf = MetaIntentClassifier.create(config, new_storage(tmp_path), Resource("c"), context())
+    texts, labels = toy_corpus()
+    with pytest.raises(InvalidConfigException, match="train-scorer"):
+        clf.train(TrainingData([Message(data={"text": t, "intent": i})
+                                for t, i in zip(texts, labels)]))
+    with pytest.raises(InvalidConfigException, match="out_of_scope_detection"):
+        MetaIntentClassifier.validate_config({**config, "out_of_scope_detection": "maybe"})
