@@ -385,6 +385,18 @@ def evaluate_task(
                 for c in candidates[split]}
         for split in ("valid", "test")
     }
+    # The score as FallbackClassifier uses it: answers that are right should rank above both
+    # out-of-scope messages and in-scope messages the top intent gets wrong.
+    top = model.head.predict_proba(emb["valid"]).argmax(1).tolist()
+    right = {"valid": np.array([model.labels[i] == g for i, g in zip(top, task.valid.labels)])}
+    top = model.head.predict_proba(emb["test"]).argmax(1).tolist()
+    right["test"] = np.array([model.labels[i] == g for i, g in zip(top, task.test.labels)])
+    auroc_right = {
+        split: {c: auroc(candidates[split][c][right[split]], np.concatenate(
+            [candidates[split][c][~right[split]], candidates[f"{split}_oos"][c]]))
+            for c in candidates[split]}
+        for split in ("valid", "test")
+    }
     rules: Dict[str, Dict] = {"balanced": {}, "in-scope -3pt": {"max_in_scope_drop": 0.03}}
     for name, floor in (targets or {}).items():
         rules[name] = {"min_in_scope": floor}
@@ -413,6 +425,7 @@ def evaluate_task(
                                  "oos_recall": valid_at_default[1],
                                  "no_fallback": _rates(splits["valid"], splits["valid_oos"],
                                                        0.0)[0]},
-            "auroc": aurocs, "operating_points": operating, "threshold_sweep": sweep,
+            "auroc": aurocs, "auroc_right_vs_rest": auroc_right,
+            "operating_points": operating, "threshold_sweep": sweep,
         })
     return rows

@@ -66,6 +66,7 @@ def sample_scorer_episode(
     shots: Sequence[int] = (5, 10, 20),
     queries_per_intent: int = 4,
     max_intents: int = 300,
+    target: str = "correct",
 ) -> Optional[ScorerEpisode]:
     """One simulated bot from ``corpora`` (None if the drawn corpus is too small)."""
     # A bot covers one corpus's domain, or (half the time) several corpora's: bots with many
@@ -120,7 +121,10 @@ def sample_scorer_episode(
         features=torch.cat(
             [compute_features(head, q_in, stats), compute_features(head, oos, stats)]
         ),
-        correct=torch.cat([(pred == gold).float(), torch.zeros(len(oos))]),
+        correct=torch.cat([
+            (pred == gold).float() if target == "correct" else torch.ones(len(q_in)),
+            torch.zeros(len(oos)),
+        ]),
         in_scope=torch.cat([torch.ones(len(q_in), dtype=torch.bool),
                             torch.zeros(len(oos), dtype=torch.bool)]),
     )
@@ -207,6 +211,7 @@ def train_scorer(
     seed: int = 0,
     cache_dir: Optional[str] = None,
     config: Optional[FewShotConfig] = None,
+    target: str = "correct",
 ) -> Tuple[InScopeScorer, Dict[str, object]]:
     """Meta-train a scorer for ``encoder`` over episodes drawn from ``corpora``."""
     config = config or FewShotConfig(epochs=0)
@@ -219,7 +224,7 @@ def train_scorer(
     with tqdm(total=episodes, desc="scorer episodes", leave=False) as bar:
         while len(sampled) < episodes and attempts < 20 * episodes:
             attempts += 1
-            ep = sample_scorer_episode(embeddings, rng, config, temperature)
+            ep = sample_scorer_episode(embeddings, rng, config, temperature, target=target)
             if ep is not None:
                 sampled.append(ep)
                 bar.update(1)

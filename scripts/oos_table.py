@@ -1,0 +1,73 @@
+"""Markdown tables from the OOS evidence (scripts/oos_evidence.py output).
+
+    python scripts/oos_table.py docs/oos_evidence.json > docs/oos_evidence.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from statistics import mean
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def main(path: str) -> None:
+    rows = json.loads(open(path, encoding="utf-8").read())
+    print("## In-scope score candidates: AUROC on valid (%)\n")
+    print("In-scope vs out-of-scope messages, then right answers vs (wrong answers + OOS), "
+          "the model fitted as `rasa train` fits it (inner loop on).\n")
+    candidates = list(rows[0]["auroc"]["valid"])
+    print("| dataset | OOS kind | shots | " + " | ".join(candidates) + " |")
+    print("|---|---|---|" + "---:|" * len(candidates))
+    seen = set()
+    means = defaultdict(list)
+    means_right = defaultdict(list)
+    for r in rows:
+        key = (r["dataset"], r["oos"], r["shots"], r["seed"])
+        if key in seen:
+            continue
+        seen.add(key)
+        a = r["auroc"]["valid"]
+        right = r.get("auroc_right_vs_rest", {}).get("valid")
+        for c in candidates:
+            means[c].append(a[c])
+            if right:
+                means_right[c].append(right[c])
+        cells = [pct(a[c]) + (f" / {pct(right[c])}" if right else "") for c in candidates]
+        print(f"| {r['dataset']} | {r['oos']} | {r['shots']} | " + " | ".join(cells) + " |")
+    print("| **mean** | | | " + " | ".join(
+        pct(mean(means[c])) + (f" / {pct(mean(means_right[c]))}" if means_right[c] else "")
+        for c in candidates) + " |")
+
+    print("\n## Operating points on test (%)\n")
+    print("Thresholds chosen on valid: *best* maximises (in-scope accuracy + OOS recall) / 2, "
+          "*-3pt* keeps valid in-scope accuracy within 3 points of no fallback, *target* keeps "
+          "it at or above 95 % (full data) or 90 % (few-shot); *default* is the fixed "
+          "threshold. In-scope accuracy counts a fallback as wrong.\n")
+    print("| dataset | OOS kind | shots | method | no fallback | default: in-scope / recall "
+          "| -3pt: in-scope / recall | target: in-scope / recall | best threshold on valid "
+          "| AUROC | ECE |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        op = r["operating_points"]
+        target = next((v for k, v in op.items() if k.startswith("in-scope >=")), None)
+        print(
+            f"| {r['dataset']} | {r['oos']} | {r['shots']} | {r['in_scope_method']} "
+            f"| {pct(op['no fallback']['in_scope_accuracy'])} "
+            f"| {pct(op['default threshold']['in_scope_accuracy'])} / "
+            f"{pct(op['default threshold']['oos_recall'])} "
+            f"| {pct(op['in-scope -3pt']['in_scope_accuracy'])} / "
+            f"{pct(op['in-scope -3pt']['oos_recall'])} "
+            + (f"| {pct(target['in_scope_accuracy'])} / {pct(target['oos_recall'])} "
+               if target else "| – ")
+            + f"| {r['valid_best_threshold']:.2f} | {pct(op['no fallback']['auroc'])} "
+            f"| {pct(op['default threshold']['ece'])} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/oos_evidence.json")
