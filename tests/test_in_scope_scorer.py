@@ -212,3 +212,18 @@ def test_learned_without_a_scorer_is_a_config_error(tiny_encoder_dir, tmp_path):
                                 for t, i in zip(texts, labels)]))
     with pytest.raises(InvalidConfigException, match="out_of_scope_detection"):
         MetaIntentClassifier.validate_config({**config, "out_of_scope_detection": "maybe"})
+
+
+def test_a_scorer_beside_the_weights_leaves_the_encoder_fingerprint_alone(
+    tiny_encoder_dir, tmp_path, trained
+):
+    from rasa_meta.runtime.encoder import compute_encoder_fingerprint
+
+    target = tmp_path / "enc"
+    shutil.copytree(tiny_encoder_dir, target)
+    before = compute_encoder_fingerprint(str(target))
+    trained[0].save(target)
+    (target / "in_scope_scorer_history.json").write_text("{}")
+    assert compute_encoder_fingerprint(str(target)) == before
+    (target / "config.json").write_text((target / "config.json").read_text() + " ")
+    assert compute_encoder_fingerprint(str(target)) != before  # the weights' side still counts

@@ -99,7 +99,7 @@ def compute_encoder_fingerprint(name_or_path: Optional[str]) -> str:
     for file in sorted(path.rglob("*")):
         # the in-scope scorer shipped beside the weights is not part of the encoder (models
         # store their own copy); component.fingerprint_addon covers it for retraining
-        if file.name == "in_scope_scorer.json":
+        if file.name.startswith("in_scope_scorer"):
             continue
         if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt"}:
             digest.update(file.name.encode())
