@@ -1,4 +1,4 @@
-"""The ``rasa-meta`` command line: meta-train, evaluate, benchmark, check-data."""
+"""The ``rasa-meta`` command line: meta-train, evaluate, benchmark, check-data, inbox."""
 
 from __future__ import annotations
 
@@ -415,6 +415,82 @@ def _run_check_data(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inbox(sub: argparse._SubParsersAction) -> None:
+    from rasa_meta.tooling.inbox import DEFAULT_OUTPUT_DIR, InboxOptions
+    from rasa_meta.tooling.inbox_groups import LINKAGES
+
+    defaults = InboxOptions()
+    p = sub.add_parser(
+        "inbox",
+        help="What users said that the bot did not handle: read its tracker store, re-parse "
+             "with the trained model, cluster the fallbacks, draft NLU data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--endpoints", default="endpoints.yml",
+                   help="The bot's endpoints.yml; its tracker_store is read.")
+    p.add_argument("--model", default=None,
+                   help="A trained model (.tar.gz) or a folder of them (the newest is used; "
+                        "default: models/).")
+    p.add_argument("--since", default=None,
+                   help="Only messages from then on: a span back from now (7d, 12h, 30m) or "
+                        "an ISO date / date-time (local time unless it has a zone).")
+    p.add_argument("--until", default=None, help="Only messages before then (same forms).")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+                   help="Where inbox.md, inbox.html, inbox.png, inbox.json and nlu_draft.yml "
+                        "are written.")
+    p.add_argument("--low-confidence", type=float, default=None,
+                   help="Answered messages below this confidence are clustered with the "
+                        "fallbacks (default: the FallbackClassifier threshold raised to "
+                        "at least 0.7).")
+    p.add_argument("--distance-threshold", type=float, default=defaults.distance_threshold,
+                   help="Cosine distance up to which clusters merge (higher: fewer, larger "
+                        "clusters).")
+    p.add_argument("--linkage", choices=list(LINKAGES), default=defaults.linkage)
+    p.add_argument("--min-cluster-size", type=int, default=defaults.min_cluster_size,
+                   help="Distinct texts a cluster needs to be reported as one.")
+    p.add_argument("--max-examples", type=int, default=defaults.max_examples,
+                   help="Examples per intent in the draft NLU data.")
+    p.add_argument("--no-progress", action="store_true", help="No progress bars.")
+
+
+def _run_inbox(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rasa_meta.tooling.inbox import InboxOptions, run_inbox
+    from rasa_meta.tooling.inbox_report import DRAFT_FILE, HTML_FILE, JSON_FILE, MARKDOWN_FILE
+    from rasa_meta.tooling.inbox_traffic import InboxError
+
+    options = InboxOptions(
+        endpoints=Path(ns.endpoints), model=ns.model, output_dir=Path(ns.output_dir),
+        since=ns.since, until=ns.until, low_confidence=ns.low_confidence,
+        distance_threshold=ns.distance_threshold, linkage=ns.linkage,
+        min_cluster_size=ns.min_cluster_size, max_examples=ns.max_examples,
+        progress=not ns.no_progress,
+    )
+    try:
+        result = run_inbox(options)
+    except InboxError as e:
+        print(f"rasa-meta inbox: {e}", file=sys.stderr)
+        return 2
+    s = result["summary"]
+    print(f"{s['messages']} user messages in {s['conversations']} conversations; "
+          f"{s['unhandled']} ({100 * s['unhandled_share']:.0f} %) not handled "
+          f"({s['fell_back']} fell back, {s['low_confidence']} low confidence).")
+    for c in result["clusters"][:10]:
+        kind = "existing" if c["kind"] == "existing_intent" else "new"
+        print(f"  cluster {c['id']:>2}: {c['messages']:>4} messages  {kind:<8} {c['name']:<28} "
+              f"nearest {c['nearest_intent']} ({c['similarity']:.2f})  "
+              f"e.g. \"{c['representatives'][0]['text']}\"")
+    if len(result["clusters"]) > 10:
+        print(f"  ... {len(result['clusters']) - 10} more clusters")
+    print(f"{s['unclustered_messages']} messages unclustered; {s['review']} confident "
+          f"predictions to review.")
+    out = Path(ns.output_dir)
+    print(f"Wrote {out / MARKDOWN_FILE}, {out / HTML_FILE}, {out / JSON_FILE} and "
+          f"{out / DRAFT_FILE} in {result['timings']['total_seconds']:.0f} s.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rasa-meta", description="Few-shot intent classification for Rasa."
@@ -427,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_benchmark(sub)
     _add_check_data(sub)
+    _add_inbox(sub)
     return parser
 
 
@@ -437,6 +514,7 @@ COMMANDS = {
     "evaluate": _run_evaluate,
     "benchmark": _run_benchmark,
     "check-data": _run_check_data,
+    "inbox": _run_inbox,
 }
 
 

@@ -1,0 +1,324 @@
+"""``rasa-meta inbox``: what real users said that the bot did not handle, grouped by meaning.
+
+The loop: read the user messages of a time window from the bot's tracker store
+(:mod:`rasa_meta.tooling.inbox_traffic`), re-parse them with the trained model (the same
+MetaIntentClassifier and FallbackClassifier ``rasa run`` loads, batched), cluster those that
+fell back or had low confidence with the bot's own encoder, list confident predictions that
+disagree with their nearest training examples (:mod:`rasa_meta.tooling.inbox_groups`), and
+write a report, ``inbox.json`` and a draft of NLU data to edit and merge
+(:mod:`rasa_meta.tooling.inbox_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from rasa_meta.tooling.inbox_groups import (
+    DEFAULT_DISTANCE_THRESHOLD,
+    DEFAULT_LINKAGE,
+    DEFAULT_MAX_CLUSTER_POINTS,
+    DEFAULT_MIN_CLUSTER_SIZE,
+    candidate_name,
+    cluster_embeddings,
+    intent_spread,
+    normalise_text,
+    prototypes,
+    review_confident,
+    summarise_clusters,
+)
+from rasa_meta.tooling.inbox_traffic import InboxError, Traffic, parse_time, read_traffic
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_INTENT = "nlu_fallback"
+# Answered messages below this confidence (or the FallbackClassifier threshold, if higher)
+# count as unsure and are clustered with the fallbacks; chosen with the clustering on held-out
+# intents (docs/inbox_clustering.json).
+DEFAULT_LOW_CONFIDENCE = 0.7
+DEFAULT_OUTPUT_DIR = "results/inbox"
+
+
+@dataclass
+class InboxOptions:
+    """Arguments of ``rasa-meta inbox``."""
+
+    endpoints: Path = Path("endpoints.yml")
+    model: Optional[str] = None  # a .tar.gz, a folder of them (newest), None: ./models
+    output_dir: Path = Path(DEFAULT_OUTPUT_DIR)
+    since: Optional[str] = None
+    until: Optional[str] = None
+    low_confidence: Optional[float] = None  # None: DEFAULT_LOW_CONFIDENCE or the threshold
+    distance_threshold: float = DEFAULT_DISTANCE_THRESHOLD
+    linkage: str = DEFAULT_LINKAGE
+    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
+    max_examples: int = 20
+    max_cluster_points: int = DEFAULT_MAX_CLUSTER_POINTS
+    batch_size: int = 256
+    progress: bool = True
+
+
+@dataclass
+class ParsedTexts:
+    """The bot's reading of each distinct text."""
+
+    intent: List[Optional[str]]  # what the bot acts on: nlu_fallback where it fell back
+    top_intent: List[Optional[str]]  # the classifier's own best intent
+    confidence: np.ndarray  # and its confidence
+    fell_back: np.ndarray  # bool
+    embeddings: np.ndarray  # the classifier's encoder, unit length
+
+
+@dataclass
+class BotModel:
+    """The parts of a trained Rasa model the inbox uses, loaded the way ``rasa run`` does."""
+
+    path: str
+    classifier: Any  # rasa_meta.component.MetaIntentClassifier
+    fallback: Any = None  # rasa.nlu.classifiers.fallback_classifier.FallbackClassifier
+    fallback_config: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> Optional[float]:
+        value = self.fallback_config.get("threshold")
+        return float(value) if value is not None else None
+
+    def parse(self, texts: Sequence[str], batch_size: int = 256,
+              progress: bool = True) -> ParsedTexts:
+        """Intent, confidence, fallback decision and embedding of each text.
+
+        The classifier's own ``process`` and the FallbackClassifier's decide, exactly as in
+        the bot; texts go in length-sorted batches (little padding), and the embeddings the
+        classifier computes are kept rather than computed twice.
+        """
+        import torch
+        from rasa.shared.nlu.constants import INTENT, TEXT
+        from rasa.shared.nlu.training_data.message import Message
+        from tqdm.auto import tqdm
+
+        model = self.classifier.model
+        n = len(texts)
+        dim = model.encoder.dim
+        emb = np.zeros((n, dim), dtype=np.float32)
+        intent: List[Optional[str]] = [None] * n
+        top_intent: List[Optional[str]] = [None] * n
+        confidence = np.zeros(n)
+        fell_back = np.zeros(n, dtype=bool)
+        order = sorted(range(n), key=lambda i: len(texts[i]))
+        captured: List[torch.Tensor] = []
+        original_embed = model.embed
+
+        def keep_embeddings(batch: Sequence[str]) -> torch.Tensor:
+            out = original_embed(batch)
+            captured.append(out)
+            return out
+
+        model.embed = keep_embeddings  # observe only: process() itself is unchanged
+        try:
+            bar = tqdm(total=n, desc="parsing messages", unit="msg", disable=not progress,
+                       leave=False)
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                messages = [Message(data={TEXT: texts[i]}) for i in idx]
+                captured.clear()
+                self.classifier.process(messages)
+                if len(captured) == 1 and len(captured[0]) == len(idx):
+                    vectors = captured[0]
+                else:  # process() embedded differently (e.g. skipped texts): embed again
+                    vectors = original_embed([texts[i] for i in idx])
+                emb[idx] = vectors.float().numpy()
+                for row, i in enumerate(idx):
+                    own = messages[row].get(INTENT) or {}
+                    top_intent[i] = own.get("name")
+                    confidence[i] = float(own.get("confidence") or 0.0)
+                if self.fallback is not None:
+                    self.fallback.process(messages)
+                for row, i in enumerate(idx):
+                    final = messages[row].get(INTENT) or {}
+                    intent[i] = final.get("name")
+                    fell_back[i] = intent[i] == FALLBACK_INTENT
+                bar.update(len(idx))
+            bar.close()
+        finally:
+            del model.embed  # back to the class's method
+        return ParsedTexts(intent, top_intent, confidence, fell_back, emb)
+
+
+def find_model(model: Optional[str]) -> Path:
+    """The model archive: the file given, or the newest .tar.gz in a folder (./models)."""
+    from rasa.model import get_latest_model
+
+    spec = Path(model) if model else Path("models")
+    if spec.is_file():
+        return spec
+    if spec.is_dir():
+        latest = get_latest_model(str(spec))
+        if latest:
+            return Path(latest)
+        raise InboxError(f"no trained model (*.tar.gz) in '{spec}': run `rasa train` or pass "
+                         f"--model path/to/model.tar.gz.")
+    raise InboxError(f"no model at '{spec}': pass --model path/to/model.tar.gz (from "
+                     f"`rasa train`).")
+
+
+def load_bot_model(model: Optional[str], num_threads: Optional[int] = None) -> BotModel:
+    """Load the MetaIntentClassifier and FallbackClassifier of a Rasa model archive with
+    their trained state and config, as ``rasa run`` does; the rest of the graph (policies,
+    TensorFlow models) is not loaded.
+
+    ``num_threads``: torch threads for parsing (default: all that torch would use; serving
+    itself runs one per process).
+    """
+    import torch
+    from rasa.engine.graph import ExecutionContext
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.nlu.classifiers.fallback_classifier import FallbackClassifier
+
+    from rasa_meta.component import MetaIntentClassifier
+    from rasa_meta.runtime.model import ModelLoadError
+
+    path = find_model(model)
+    threads = num_threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="rasa-meta-inbox-") as tmp:
+        try:
+            storage, metadata = LocalModelStorage.from_model_archive(Path(tmp), path)
+        except Exception as e:  # not a tar.gz, or not a Rasa 3 model
+            raise InboxError(f"cannot read the Rasa model '{path}': {e}") from e
+        schema = metadata.predict_schema
+        nodes = list(schema.nodes.values())
+        ours = [n for n in nodes if issubclass(n.uses, MetaIntentClassifier)]
+        if not ours:
+            raise InboxError(
+                f"the model '{path}' has no rasa_meta.MetaIntentClassifier in its pipeline: "
+                f"the inbox groups messages with that classifier's encoder."
+            )
+        node = ours[0]
+        config = {**node.config, "num_threads": threads, "explain": False}
+        context = ExecutionContext(schema, metadata.model_id)
+        try:
+            classifier = MetaIntentClassifier.load(config, storage, node.resource, context)
+        except ModelLoadError as e:
+            raise InboxError(f"cannot load the classifier of '{path}': {e}") from e
+        if not classifier.model.is_trained:
+            raise InboxError(f"the model '{path}' was trained without NLU examples: its "
+                             f"classifier predicts nothing to compare traffic with.")
+        fallback_nodes = [n for n in nodes if issubclass(n.uses, FallbackClassifier)]
+        fallback, fallback_config = None, {}
+        if fallback_nodes:
+            fallback_config = {**FallbackClassifier.get_default_config(),
+                               **fallback_nodes[0].config}
+            fallback = FallbackClassifier(fallback_config)
+    return BotModel(str(path), classifier, fallback, fallback_config)
+
+
+@dataclass
+class DistinctTexts:
+    """User messages folded by :func:`normalise_text`: repeats count, are parsed once."""
+
+    texts: List[str]  # the most frequent spelling of each
+    message_ids: List[List[int]]  # indices into Traffic.messages
+    senders: List[List[str]]
+
+    @property
+    def counts(self) -> List[int]:
+        return [len(ids) for ids in self.message_ids]
+
+
+def distinct_texts(traffic: Traffic) -> DistinctTexts:
+    groups: Dict[str, List[int]] = {}
+    for i, message in enumerate(traffic.messages):
+        groups.setdefault(normalise_text(message.text), []).append(i)
+    texts, ids, senders = [], [], []
+    for members in groups.values():
+        spellings: Dict[str, int] = {}
+        for i in members:
+            spellings[traffic.messages[i].text] = spellings.get(traffic.messages[i].text, 0) + 1
+        texts.append(max(spellings, key=lambda s: (spellings[s], -len(s))))
+        ids.append(members)
+        senders.append(sorted({traffic.messages[i].sender_id for i in members}))
+    return DistinctTexts(texts, ids, senders)
+
+
+def run_inbox(options: InboxOptions) -> Dict[str, Any]:
+    """Read, parse, group and write the reports; returns the ``inbox.json`` content."""
+    from rasa_meta.tooling.inbox_report import write_reports
+
+    started = time.perf_counter()
+    since, until = parse_time(options.since), parse_time(options.until)
+    if options.distance_threshold <= 0 or options.distance_threshold >= 2:
+        raise InboxError("--distance-threshold is a cosine distance between 0 and 2, e.g. "
+                         f"{DEFAULT_DISTANCE_THRESHOLD}.")
+    traffic = read_traffic(Path(options.endpoints), since, until, progress=options.progress)
+    read_seconds = time.perf_counter() - started
+    bot = load_bot_model(options.model)
+    distinct = distinct_texts(traffic)
+    parse_started = time.perf_counter()
+    parsed = bot.parse(distinct.texts, options.batch_size, options.progress)
+    parse_seconds = time.perf_counter() - parse_started
+
+    low = options.low_confidence
+    if low is None:
+        low = max(DEFAULT_LOW_CONFIDENCE, bot.threshold or 0.0)
+    unhandled = np.flatnonzero(parsed.fell_back | (parsed.confidence < low))
+    confident = np.flatnonzero(~(parsed.fell_back | (parsed.confidence < low)))
+
+    group_started = time.perf_counter()
+    counts = distinct.counts
+    cluster_ids = cluster_embeddings(
+        parsed.embeddings[unhandled], options.distance_threshold, options.linkage,
+        options.max_cluster_points, priority=[counts[i] for i in unhandled],
+    )
+    model = bot.classifier.model
+    head = model.head
+    support = head.support.numpy()
+    targets = head.support_targets.numpy()
+    intents = list(head.labels)
+    protos = prototypes(support, targets, len(intents))
+    spread = intent_spread(support, targets, len(intents))
+    clusters, leftover = summarise_clusters(
+        parsed.embeddings[unhandled], cluster_ids, [counts[i] for i in unhandled],
+        [distinct.senders[i] for i in unhandled], protos, spread, intents,
+        options.min_cluster_size,
+    )
+    taken = set(intents)
+    for cluster in clusters:
+        if cluster.near_existing:
+            cluster.name = cluster.nearest_intent
+        else:
+            cluster.name = candidate_name(
+                [distinct.texts[unhandled[m]] for m in cluster.members], taken)
+            taken.add(cluster.name)
+    review = review_confident(
+        parsed.embeddings[confident], [parsed.intent[i] for i in confident],
+        parsed.confidence[confident], support, [intents[t] for t in targets],
+    )
+    group_seconds = time.perf_counter() - group_started
+    result = {
+        "model": bot.path,
+        "tracker_store": traffic.store,
+        "endpoints": str(options.endpoints),
+        "window": {"since": since, "until": until},
+        "fallback": {"threshold": bot.threshold,
+                     "ambiguity_threshold": bot.fallback_config.get("ambiguity_threshold"),
+                     "low_confidence": low},
+        "clustering": {"method": "agglomerative", "metric": "cosine",
+                       "linkage": options.linkage,
+                       "distance_threshold": options.distance_threshold,
+                       "min_cluster_size": options.min_cluster_size},
+        "training_texts": list(model.texts),
+    }
+    return write_reports(
+        Path(options.output_dir), result, traffic, distinct, parsed, unhandled, confident,
+        clusters, leftover, review, options.max_examples,
+        timings={"read_seconds": read_seconds, "parse_seconds": parse_seconds,
+                 "group_seconds": group_seconds,
+                 "total_seconds": time.perf_counter() - started},
+        intents=intents, support_intents=[intents[t] for t in targets],
+        progress=options.progress,
+    )

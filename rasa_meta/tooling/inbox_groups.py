@@ -1,0 +1,324 @@
+"""Grouping unhandled messages by meaning, and finding confident predictions to review.
+
+Everything here works on unit-length embeddings (numpy arrays) and is independent of Rasa:
+the inbox feeds it the bot's own encoder's vectors.
+
+Clustering is agglomerative with average linkage on cosine distance, cut at a distance
+threshold, so the number of clusters follows from the data. The method and the threshold
+were chosen on held-out intents of shared corpora (``scripts/inbox_clustering.py``,
+``docs/inbox_clustering.json``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# Chosen on the valid splits of held-out intents (docs/inbox_clustering.json).
+DEFAULT_LINKAGE = "average"
+DEFAULT_DISTANCE_THRESHOLD = 0.5
+LINKAGES = ("average", "complete", "single")
+# Above this many distinct texts the tree is built on a sample and the rest is attached to
+# the nearest cluster: the linkage needs n^2/2 distances in memory.
+DEFAULT_MAX_CLUSTER_POINTS = 6000
+# A cluster smaller than this (distinct texts) is reported as unclustered messages.
+DEFAULT_MIN_CLUSTER_SIZE = 3
+# Nearest training examples consulted to review a confident prediction.
+REVIEW_NEIGHBOURS = 3
+
+_WORD = re.compile(r"[a-z][a-z']+")
+_ENTITY_SYNTAX = re.compile(r"\[([^\]]*)\]\s*(\([^)]*\)|\{[^}]*\})")
+
+
+def normalise_text(text: str) -> str:
+    """Key under which repeats of a message count as one: case, spacing and final
+    punctuation ignored ("Hi!" and "hi" are the same message)."""
+    return " ".join(text.lower().split()).rstrip(" .!?")
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.clip(norms, 1e-12, None)
+
+
+def cosine_condensed(emb: np.ndarray) -> np.ndarray:
+    """Condensed (upper-triangle) cosine distances of unit vectors, as scipy wants them."""
+    from scipy.spatial.distance import squareform
+
+    unit = _unit(emb)
+    dist = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    return squareform(dist, checks=False)
+
+
+def agglomerative(
+    emb: np.ndarray, threshold: float = DEFAULT_DISTANCE_THRESHOLD,
+    linkage: str = DEFAULT_LINKAGE,
+) -> np.ndarray:
+    """Cluster ids (0..k-1, largest cluster first) from agglomerative clustering on cosine
+    distance, merging while the linkage distance is at most ``threshold``."""
+    from scipy.cluster.hierarchy import fcluster
+    from scipy.cluster.hierarchy import linkage as build_tree
+
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    n = len(emb)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    if n == 1:
+        return np.zeros(1, dtype=int)
+    tree = build_tree(cosine_condensed(emb), method=linkage)
+    return _by_size(fcluster(tree, t=threshold, criterion="distance"))
+
+
+def _by_size(raw: np.ndarray) -> np.ndarray:
+    """Renumber cluster ids so that 0 is the largest (ties: first seen)."""
+    counts = Counter(raw.tolist())
+    first = {c: i for i, c in reversed(list(enumerate(raw.tolist())))}
+    order = sorted(counts, key=lambda c: (-counts[c], first[c]))
+    new = {c: i for i, c in enumerate(order)}
+    return np.array([new[c] for c in raw.tolist()], dtype=int)
+
+
+def cluster_embeddings(
+    emb: np.ndarray,
+    threshold: float = DEFAULT_DISTANCE_THRESHOLD,
+    linkage: str = DEFAULT_LINKAGE,
+    max_points: int = DEFAULT_MAX_CLUSTER_POINTS,
+    priority: Optional[Sequence[float]] = None,
+) -> np.ndarray:
+    """:func:`agglomerative` on at most ``max_points`` vectors; the others join the cluster
+    whose centroid is nearest when it is within ``threshold``, else stay alone.
+
+    ``priority`` picks which vectors build the tree (highest first, e.g. how often a text was
+    sent); without it the first ``max_points``.
+    """
+    n = len(emb)
+    if n <= max_points:
+        return agglomerative(emb, threshold, linkage)
+    order = np.argsort(-np.asarray(priority, dtype=float), kind="stable") \
+        if priority is not None else np.arange(n)
+    core, rest = order[:max_points], order[max_points:]
+    core_labels = agglomerative(emb[core], threshold, linkage)
+    k = int(core_labels.max()) + 1
+    centroids = _unit(np.stack([emb[core][core_labels == c].mean(0) for c in range(k)]))
+    labels = np.empty(n, dtype=int)
+    labels[core] = core_labels
+    unit_rest = _unit(emb[rest])
+    nearest = np.zeros(len(rest), dtype=int)
+    best = np.full(len(rest), -np.inf)
+    for start in range(0, len(rest), 4096):  # bounded memory for very large inboxes
+        sims = unit_rest[start:start + 4096] @ centroids.T
+        nearest[start:start + 4096] = sims.argmax(1)
+        best[start:start + 4096] = sims.max(1)
+    joined = (1.0 - best) <= threshold
+    labels[rest[joined]] = nearest[joined]
+    labels[rest[~joined]] = k + np.arange(int((~joined).sum()))
+    return _by_size(labels)
+
+
+@dataclass
+class GroupScore:
+    """How well clusters recover known groups (e.g. the messages of one missing intent)."""
+
+    coverage: Dict[str, float]  # group -> share of its messages in its best pure cluster
+    purity: Dict[str, float]  # group -> share of that cluster that belongs to the group
+    clusters: Dict[str, int] = field(default_factory=dict)  # group -> that cluster's id
+
+    @property
+    def mean_coverage(self) -> float:
+        return float(np.mean(list(self.coverage.values()))) if self.coverage else 0.0
+
+    def recovered(self, min_coverage: float = 0.8) -> float:
+        """Share of groups with at least ``min_coverage`` of their messages in one pure
+        cluster."""
+        if not self.coverage:
+            return 0.0
+        return float(np.mean([c >= min_coverage for c in self.coverage.values()]))
+
+
+def score_groups(
+    cluster_ids: Sequence[int], groups: Sequence[Optional[str]], min_purity: float = 0.8
+) -> GroupScore:
+    """For each group (None: messages of no group, e.g. out-of-scope noise): the cluster
+    holding most of its messages among clusters where the group makes up at least
+    ``min_purity`` of the members, and the share of the group it holds (0 when no cluster is
+    that pure). This is the inbox's target: a missing intent shows up as one cluster that
+    is mostly that intent."""
+    cluster_ids = np.asarray(cluster_ids)
+    sizes = Counter(cluster_ids.tolist())
+    coverage: Dict[str, float] = {}
+    purity: Dict[str, float] = {}
+    chosen: Dict[str, int] = {}
+    names = sorted({g for g in groups if g is not None})
+    group_arr = np.array([g if g is not None else "\0none" for g in groups], dtype=object)
+    for name in names:
+        members = cluster_ids[group_arr == name]
+        best_cluster, best_count, best_purity = -1, 0, 0.0
+        for cluster, count in Counter(members.tolist()).items():
+            share = count / sizes[cluster]
+            if share >= min_purity and count > best_count:
+                best_cluster, best_count, best_purity = cluster, count, share
+        coverage[name] = best_count / len(members)
+        purity[name] = best_purity
+        chosen[name] = best_cluster
+    return GroupScore(coverage, purity, chosen)
+
+
+def prototypes(support: np.ndarray, targets: np.ndarray, n_intents: int) -> np.ndarray:
+    """Unit-length mean of each intent's training examples (the prototype head's classes)."""
+    sums = np.zeros((n_intents, support.shape[1]))
+    np.add.at(sums, targets, support)
+    return _unit(sums / np.clip(np.bincount(targets, minlength=n_intents), 1, None)[:, None])
+
+
+def intent_spread(support: np.ndarray, targets: np.ndarray, n_intents: int) -> np.ndarray:
+    """Per intent, the lowest similarity of one of its own examples to the mean of the others
+    (leave-one-out): how far from the prototype the intent's own data already reaches. An
+    intent with a single example gets 1.0 (nothing to compare)."""
+    out = np.ones(n_intents)
+    unit = _unit(support)
+    for intent in range(n_intents):
+        rows = unit[targets == intent]
+        if len(rows) < 2:
+            continue
+        total = rows.sum(0)
+        others = _unit(total[None, :] - rows)
+        out[intent] = float((rows * others).sum(1).min())
+    return out
+
+
+@dataclass
+class ClusterSummary:
+    """One cluster of unhandled messages, as the report shows it."""
+
+    id: int
+    members: List[int]  # indices of distinct texts, nearest to the centroid first
+    messages: int  # user messages, repeats included
+    senders: int
+    nearest_intent: str
+    similarity: float  # cosine of the cluster's centroid to that intent's prototype
+    near_existing: bool  # as close to the intent as the intent's own examples reach
+    name: str = ""  # suggested intent: the existing one, or a candidate new one
+    cohesion: float = 0.0  # mean cosine of the members to their centroid
+
+
+def summarise_clusters(
+    emb: np.ndarray,
+    cluster_ids: np.ndarray,
+    counts: Sequence[int],
+    senders: Sequence[Iterable[str]],
+    protos: np.ndarray,
+    spread: np.ndarray,
+    intents: Sequence[str],
+    min_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+) -> Tuple[List[ClusterSummary], List[int]]:
+    """Clusters of at least ``min_size`` distinct texts (largest first, ids renumbered from
+    1) and the indices of the texts left unclustered.
+
+    A cluster is ``near_existing`` when its centroid is at least as similar to the nearest
+    intent's prototype as that intent's least typical training example is: its messages
+    read like more examples of that intent. Otherwise it is a candidate new intent.
+    """
+    unit = _unit(emb)
+    summaries: List[ClusterSummary] = []
+    leftover: List[int] = []
+    for cluster in np.unique(cluster_ids):
+        idx = np.flatnonzero(cluster_ids == cluster)
+        if len(idx) < min_size:
+            leftover.extend(idx.tolist())
+            continue
+        centroid = _unit(unit[idx].mean(0))
+        closeness = unit[idx] @ centroid
+        idx = idx[np.argsort(-closeness, kind="stable")]
+        sims = protos @ centroid if len(protos) else np.zeros(0)
+        nearest = int(sims.argmax()) if len(sims) else -1
+        similarity = float(sims[nearest]) if nearest >= 0 else 0.0
+        summaries.append(ClusterSummary(
+            id=0, members=idx.tolist(), messages=int(sum(counts[i] for i in idx)),
+            senders=len(set().union(*(set(senders[i]) for i in idx))),
+            nearest_intent=intents[nearest] if nearest >= 0 else "",
+            similarity=similarity,
+            near_existing=bool(nearest >= 0 and similarity >= spread[nearest]),
+            cohesion=float(closeness.mean()),
+        ))
+    summaries.sort(key=lambda s: (-s.messages, -len(s.members), s.members[0]))
+    for number, summary in enumerate(summaries, start=1):
+        summary.id = number
+    return summaries, sorted(leftover, key=lambda i: (-counts[i], i))
+
+
+@dataclass
+class ReviewItem:
+    """A confident prediction whose nearest training examples carry another intent."""
+
+    index: int  # into the confident messages
+    predicted: str
+    confidence: float
+    neighbours_intent: str
+    neighbours: List[Tuple[int, float]]  # (training example index, cosine)
+
+
+def review_confident(
+    emb: np.ndarray,
+    predicted: Sequence[str],
+    confidence: Sequence[float],
+    support: np.ndarray,
+    support_intents: Sequence[str],
+    k: int = REVIEW_NEIGHBOURS,
+) -> List[ReviewItem]:
+    """Confident messages whose ``k`` nearest training examples mostly (more than half) carry
+    one intent other than the predicted one: the head and the examples disagree, so the
+    prediction, or the examples, deserve a look. Most similar first."""
+    if len(emb) == 0 or len(support) == 0:
+        return []
+    k = min(k, len(support))
+    unit, sup = _unit(emb), _unit(support)
+    items: List[ReviewItem] = []
+    for start in range(0, len(unit), 2048):
+        sims = unit[start:start + 2048] @ sup.T
+        top = np.argsort(-sims, axis=1)[:, :k]
+        for row, neighbours in enumerate(top):
+            i = start + row
+            votes = Counter(support_intents[j] for j in neighbours)
+            intent, count = votes.most_common(1)[0]
+            if intent != predicted[i] and count * 2 > k:
+                items.append(ReviewItem(
+                    index=i, predicted=predicted[i], confidence=float(confidence[i]),
+                    neighbours_intent=intent,
+                    neighbours=[(int(j), float(sims[row, j])) for j in neighbours],
+                ))
+    items.sort(key=lambda it: -it.neighbours[0][1])
+    return items
+
+
+def candidate_name(texts: Sequence[str], taken: Iterable[str]) -> str:
+    """A readable placeholder intent name from the words the texts share most, e.g.
+    ``new_points_loyalty``; unique among ``taken``."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    stop = set(ENGLISH_STOP_WORDS) | {"i'm", "i'd", "i've", "don't", "can't", "it's", "what's",
+                                      "please", "hi", "hello", "hey", "thanks"}
+    words: Counter = Counter()
+    for text in texts:
+        # a word counts once per text, so one long message cannot name the cluster
+        words.update({w.strip("'") for w in _WORD.findall(text.lower())} - stop)
+    top = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 2]
+    base = "new_" + "_".join(sorted(top[:2])) if top else "new_intent"
+    taken = set(taken)
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+def yaml_safe_example(text: str) -> str:
+    """One line a Rasa NLU examples block reads back as this text: no line breaks, and
+    bracket pairs that Rasa would parse as an entity annotation turned into parentheses."""
+    text = " ".join(text.split())
+    return _ENTITY_SYNTAX.sub(lambda m: f"({m.group(1)}) {m.group(2)}", text)
