@@ -69,5 +69,39 @@ def main(path: str) -> None:
         )
 
 
+
+
+def default_threshold_section(rows: list, max_drop: float = 0.03) -> None:
+    """Per method, the highest threshold that costs at most ``max_drop`` of in-scope accuracy
+    on *valid* for every task, and what it gives on test."""
+    print(f"\n## One threshold for every bot (chosen on valid: the highest that costs at most "
+          f"{100 * max_drop:g} points of in-scope accuracy on every task)\n")
+    print("| method | threshold | tasks | test: mean in-scope drop | worst drop | mean OOS recall "
+          "| lowest recall |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for method in sorted({r["in_scope_method"] for r in rows}):
+        mine = [r for r in rows if r["in_scope_method"] == method and "threshold_sweep" in r]
+        if not mine:
+            continue
+        grid = sorted(mine[0]["threshold_sweep"]["valid"], key=float)
+
+        def drop(r: dict, split: str, t: str) -> float:
+            return (r["operating_points"]["no fallback"]["in_scope_accuracy"] if split == "test"
+                    else r["valid_at_default"]["no_fallback"]) - \
+                r["threshold_sweep"][split][t]["in_scope_accuracy"]
+
+        ok = [t for t in grid if all(drop(r, "valid", t) <= max_drop + 1e-9 for r in mine)]
+        if not ok:
+            print(f"| {method} | none | {len(mine)} | | | | |")
+            continue
+        t = ok[-1]
+        drops = [drop(r, "test", t) for r in mine]
+        recalls = [r["threshold_sweep"]["test"][t]["oos_recall"] for r in mine]
+        print(f"| {method} | {float(t):.2f} | {len(mine)} | {pct(mean(drops))} "
+              f"| {pct(max(drops))} | {pct(mean(recalls))} | {pct(min(recalls))} |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/oos_evidence.json")
+    source = sys.argv[1] if len(sys.argv) > 1 else "docs/oos_evidence.json"
+    main(source)
+    default_threshold_section(json.loads(open(source, encoding="utf-8").read()))
