@@ -20,9 +20,8 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from rasa_meta import __version__
 from rasa_meta.runtime.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
-from rasa_meta.runtime.heads import HEAD_TYPES
-from rasa_meta.runtime.in_scope import OOS_METHODS, InScopeConfigError
-from rasa_meta.runtime.model import OBJECTIVES, FewShotConfig, FewShotIntentModel, ModelLoadError
+from rasa_meta.runtime.in_scope import InScopeConfigError
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
 
     @staticmethod
     def required_packages() -> List[str]:
-        return ["torch", "transformers"]
+        return ["torch", "transformers", "sentence_transformers"]
 
     def __init__(
         self,
@@ -117,85 +116,16 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             FewShotConfig.check_keys(config, COMPONENT_DEFAULTS, ignored=RASA_ADDED_KEYS)
         except ValueError as e:
             raise InvalidConfigException(f"{name}: {e}") from e
-        device = str(config.get("device", "auto"))
-        if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            raise InvalidConfigException(
-                f"{name}: device '{device}' is unknown. Use 'auto', 'cpu', 'cuda' or 'cuda:N'."
-            )
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise InvalidConfigException(
-                    f"{name}: device '{device}' was asked for but CUDA is not available on "
-                    f"this machine. Set 'device: auto' or 'device: cpu'."
-                )
-            index = device.partition(":")[2]
-            if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-                raise InvalidConfigException(
-                    f"{name}: device '{device}' does not exist; this machine has "
-                    f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)."
-                )
-        for key in ("ranking_length", "epochs", "head_steps", "explain_top_k"):
+        for key in ("ranking_length", "explain_top_k"):
             value = config.get(key, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidConfigException(
                     f"{name}: '{key}' must be a whole number >= 0, got {value!r}."
                 )
-        for key in ("max_length", "batch_size"):
-            value = config.get(key, 1)
-            if not isinstance(value, int) or value < 1:
-                raise InvalidConfigException(
-                    f"{name}: '{key}' must be a whole number >= 1, got {value!r}."
-                )
-        if config.get("finetune_objective", "both") not in OBJECTIVES:
-            raise InvalidConfigException(
-                f"{name}: 'finetune_objective' must be one of {list(OBJECTIVES)}, got "
-                f"{config.get('finetune_objective')!r}."
-            )
-        layers = config.get("finetune_layers", 2)
-        if not isinstance(layers, int) or isinstance(layers, bool) or layers < -1:
-            raise InvalidConfigException(
-                f"{name}: 'finetune_layers' must be a whole number >= 0, or -1 for every "
-                f"transformer block; got {layers!r}."
-            )
-        if config.get("head", "prototype") not in HEAD_TYPES:
-            raise InvalidConfigException(
-                f"{name}: 'head' must be one of {list(HEAD_TYPES)}, got {config.get('head')!r}."
-            )
-        temperature = config.get("temperature")
-        if temperature is not None and not (
-            isinstance(temperature, (int, float)) and temperature > 0
-        ):
-            raise InvalidConfigException(
-                f"{name}: 'temperature' must be a positive number, or null to use the encoder's "
-                f"learned scale; got {temperature!r}."
-            )
-        detection = config.get("out_of_scope_detection", True)
-        if detection not in (True, False, *OOS_METHODS):
-            raise InvalidConfigException(
-                f"{name}: 'out_of_scope_detection' must be true (the learned score where the "
-                f"encoder ships one), false, 'learned' or 'similarity'; got {detection!r}."
-            )
-        quantile = config.get("oos_quantile", 0.05)
-        if not (isinstance(quantile, (int, float)) and 0 < quantile < 0.5):
-            raise InvalidConfigException(
-                f"{name}: 'oos_quantile' must be between 0 and 0.5, got {quantile!r}."
-            )
-        threads = config.get("num_threads", "auto")
-        if threads != "auto" and (
-            not isinstance(threads, int) or isinstance(threads, bool) or threads < 1
-        ):
-            raise InvalidConfigException(
-                f"{name}: 'num_threads' must be 'auto' or a whole number >= 1, got {threads!r}."
-            )
-        if not check_encoder:
-            return
         try:
-            resolve_encoder(config.get("encoder"))
-        except EncoderNotFoundError as e:
-            raise InvalidConfigException(
-                f"{name}: {e} Set 'encoder' to an existing model directory, a Hugging Face "
-                f"model name, or 'default' for the meta-trained encoder shipped with rasa-meta."
-            ) from e
+            FewShotConfig.from_dict(config).validate(check_encoder=check_encoder)
+        except ValueError as e:
+            raise InvalidConfigException(f"{name}: {e}") from e
 
     @classmethod
     def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:

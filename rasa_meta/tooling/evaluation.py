@@ -1,134 +1,26 @@
-"""Metrics and few-shot evaluation of an encoder on a labelled train/test pair (no Rasa)."""
+"""Few-shot evaluation of an encoder on a labelled train/test pair (no Rasa).
+
+The metrics (:mod:`rasa_meta.training.metrics`) and the few-shot splits
+(:func:`~rasa_meta.training.corpus.few_shot_task`) are importable from here too.
+"""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from rasa_meta.runtime.encoder import SentenceEncoder
 from rasa_meta.runtime.heads import make_head
-from rasa_meta.training.corpus import IntentCorpus, data_root, load_split, registered
-
-
-def accuracy(gold: Sequence[str], pred: Sequence[Optional[str]]) -> float:
-    if len(gold) != len(pred):
-        raise ValueError("gold and pred differ in length")
-    return sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
-
-
-def macro_f1(gold: Sequence[str], pred: Sequence[Optional[str]]) -> float:
-    """Unweighted mean of per-class F1 over the gold classes."""
-    classes = sorted(set(gold))
-    if not classes:
-        return 0.0
-    scores = []
-    for c in classes:
-        tp = sum(g == c and p == c for g, p in zip(gold, pred))
-        fp = sum(g != c and p == c for g, p in zip(gold, pred))
-        fn = sum(g == c and p != c for g, p in zip(gold, pred))
-        denom = 2 * tp + fp + fn
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100), as numpy's default."""
-    if len(values) == 0:
-        raise ValueError("percentile of no values")
-    return float(np.percentile(np.asarray(values, dtype=float), q))
-
-
-def auroc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    pos = np.asarray(positive_scores, dtype=float)
-    neg = np.asarray(negative_scores, dtype=float)
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("auroc needs positive and negative scores")
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    ranks[order] = np.arange(1, len(allv) + 1)
-    for v in np.unique(allv):  # average ranks of ties
-        tie = allv == v
-        ranks[tie] = ranks[tie].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def expected_calibration_error(
-    confidences: Sequence[float], correct: Sequence[bool], bins: int = 10
-) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
-    conf = np.asarray(confidences, dtype=float)
-    ok = np.asarray(correct, dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
-        if mask.any():
-            ece += mask.mean() * abs(ok[mask].mean() - conf[mask].mean())
-    return float(ece)
-
-
-def sample_shots(corpus: IntentCorpus, shots: int, seed: int) -> IntentCorpus:
-    """``shots`` examples per intent drawn with a seed (all of them where there are fewer)."""
-    rng = random.Random(seed)
-    texts: List[str] = []
-    labels: List[str] = []
-    for intent, examples in sorted(corpus.by_intent().items()):
-        chosen = rng.sample(examples, min(shots, len(examples)))
-        texts += chosen
-        labels += [intent] * len(chosen)
-    return IntentCorpus(f"{corpus.name}:{shots}-shot:seed{seed}", texts, labels, corpus.domains)
-
-
-def few_shot_task(
-    dataset: str, shots: str, seed: int = 0, root: Optional[Path] = None, test_split: str = "test"
-) -> Tuple[IntentCorpus, IntentCorpus]:
-    """The (train, test) pair of a few-shot evaluation on a registered corpus.
-
-    Corpora with DialoGLUE splits use their fixed ``train_5`` / ``train_10`` (``seed`` is
-    ignored); ``full`` is the whole ``train``. Others draw ``shots`` examples per intent from
-    ``train`` with ``seed``; an intent with too few there is drawn from ``valid``, and an
-    intent seen only in the test split (10 of SGD's) from the test split itself, those
-    examples then leaving the test set, so the label set stays complete.
-    """
-    root = root or data_root()
-    info = registered(dataset)
-    folder = root / (info.folder if info else dataset)
-    test = load_split(folder / test_split, name=f"{dataset}/{test_split}")
-    if shots == "full":
-        return load_split(folder / "train", name=f"{dataset}/train"), test
-    if info is not None and info.few_shot_splits:
-        return load_split(folder / f"train_{shots}", name=f"{dataset}/train_{shots}"), test
-    k = int(shots)
-    rng = random.Random(seed)
-    pools = [load_split(folder / s).by_intent() for s in ("train", "valid")
-             if s != test_split and (folder / s / "seq.in").is_file()]
-    test_groups = test.by_intent()
-    texts: List[str] = []
-    labels: List[str] = []
-    taken_from_test: set = set()
-    for intent in sorted(set(test.labels) | set(pools[0])):
-        pool = next((p[intent] for p in pools if len(p.get(intent, [])) >= k), None)
-        from_test = pool is None
-        if from_test:
-            pool = test_groups[intent]
-        chosen = rng.sample(sorted(pool), min(k, len(pool)))
-        if from_test:
-            taken_from_test.update((t, intent) for t in chosen)
-        texts += chosen
-        labels += [intent] * len(chosen)
-    train = IntentCorpus(f"{dataset}/{k}-shot:seed{seed}", texts, labels, test.domains)
-    if taken_from_test:
-        kept = [(t, lab) for t, lab in zip(test.texts, test.labels)
-                if (t, lab) not in taken_from_test]
-        test = IntentCorpus(test.name, [t for t, _ in kept], [lab for _, lab in kept],
-                            test.domains)
-    return train, test
+from rasa_meta.training.corpus import IntentCorpus, few_shot_task, sample_shots  # noqa: F401
+from rasa_meta.training.metrics import (  # noqa: F401
+    accuracy,
+    auroc,
+    expected_calibration_error,
+    macro_f1,
+    percentile,
+)
 
 
 def fit_logistic_regression(train_emb: torch.Tensor, train_labels: Sequence[str]):
@@ -183,7 +75,6 @@ def cached_encode(
     if cache_dir is None:
         return encoder.encode(list(texts), batch_size=128, show_progress=len(texts) > 500)
     import hashlib
-    from pathlib import Path
 
     from rasa_meta.runtime.encoder import encoder_fingerprint
 

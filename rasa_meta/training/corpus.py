@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,3 +220,61 @@ def leave_out(corpora: Sequence[IntentCorpus], excluded: Sequence[str]) -> List[
                 corpus = corpus.subset(keep, f"{corpus.name}:without-{'+'.join(dropped)}")
         kept.append(corpus)
     return kept
+
+
+def sample_shots(corpus: IntentCorpus, shots: int, seed: int) -> IntentCorpus:
+    """``shots`` examples per intent drawn with a seed (all of them where there are fewer)."""
+    rng = random.Random(seed)
+    texts: List[str] = []
+    labels: List[str] = []
+    for intent, examples in sorted(corpus.by_intent().items()):
+        chosen = rng.sample(examples, min(shots, len(examples)))
+        texts += chosen
+        labels += [intent] * len(chosen)
+    return IntentCorpus(f"{corpus.name}:{shots}-shot:seed{seed}", texts, labels, corpus.domains)
+
+
+def few_shot_task(
+    dataset: str, shots: str, seed: int = 0, root: Optional[Path] = None, test_split: str = "test"
+) -> Tuple[IntentCorpus, IntentCorpus]:
+    """The (train, test) pair of a few-shot evaluation on a registered corpus.
+
+    Corpora with DialoGLUE splits use their fixed ``train_5`` / ``train_10`` (``seed`` is
+    ignored); ``full`` is the whole ``train``. Others draw ``shots`` examples per intent from
+    ``train`` with ``seed``; an intent with too few there is drawn from ``valid``, and an
+    intent seen only in the test split (10 of SGD's) from the test split itself, those
+    examples then leaving the test set, so the label set stays complete.
+    """
+    root = root or data_root()
+    info = registered(dataset)
+    folder = root / (info.folder if info else dataset)
+    test = load_split(folder / test_split, name=f"{dataset}/{test_split}")
+    if shots == "full":
+        return load_split(folder / "train", name=f"{dataset}/train"), test
+    if info is not None and info.few_shot_splits:
+        return load_split(folder / f"train_{shots}", name=f"{dataset}/train_{shots}"), test
+    k = int(shots)
+    rng = random.Random(seed)
+    pools = [load_split(folder / s).by_intent() for s in ("train", "valid")
+             if s != test_split and (folder / s / "seq.in").is_file()]
+    test_groups = test.by_intent()
+    texts: List[str] = []
+    labels: List[str] = []
+    taken_from_test: set = set()
+    for intent in sorted(set(test.labels) | set(pools[0])):
+        pool = next((p[intent] for p in pools if len(p.get(intent, [])) >= k), None)
+        from_test = pool is None
+        if from_test:
+            pool = test_groups[intent]
+        chosen = rng.sample(sorted(pool), min(k, len(pool)))
+        if from_test:
+            taken_from_test.update((t, intent) for t in chosen)
+        texts += chosen
+        labels += [intent] * len(chosen)
+    train = IntentCorpus(f"{dataset}/{k}-shot:seed{seed}", texts, labels, test.domains)
+    if taken_from_test:
+        kept = [(t, lab) for t, lab in zip(test.texts, test.labels)
+                if (t, lab) not in taken_from_test]
+        test = IntentCorpus(test.name, [t for t, _ in kept], [lab for _, lab in kept],
+                            test.domains)
+    return train, test

@@ -8,7 +8,6 @@ are stored with the bot's model.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Dict, List, Sequence
 
@@ -16,8 +15,13 @@ import torch
 from tqdm.auto import tqdm
 
 from rasa_meta.runtime.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
+from rasa_meta.training.learner import (
+    MetaLearner,
+    cosine_schedule,
+    make_optimizer,
+    optimizer_step,
+)
 from rasa_meta.training.losses import episode_loss
-from rasa_meta.training.meta_train import MetaLearner
 
 
 def bot_episodes(
@@ -77,21 +81,18 @@ def finetune_encoder(
         return []
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    learner = MetaLearner(encoder.model, init_scale)
+    learner = MetaLearner(encoder, init_scale)
     learner.log_scale.requires_grad_(False)
     params = [p for p in encoder.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    optimizer = make_optimizer(params, learning_rate)
     plan = [ep for _ in range(epochs) for ep in bot_episodes(labels, rng)]
-    total = len(plan)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    scheduler = cosine_schedule(optimizer, len(plan))
     device = encoder.device
     learner.train()
     for ep in tqdm(plan, desc="adapting encoder", disable=not show_progress, leave=False):
         order = ep["support"] + ep["query"]
         batch = encoder.tokenize([texts[i] for i in order])
-        emb, scale = learner(batch["input_ids"], batch["attention_mask"])
+        emb, scale = learner(batch)
         n_s = len(ep["support"])
         loss = episode_loss(
             # an episode of single-example intents has no queries: only pairs to contrast
@@ -100,12 +101,8 @@ def finetune_encoder(
             emb[n_s:], torch.tensor(ep["q_t"], device=device),
             scale,
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-    encoder.model.eval()
+        optimizer_step(loss, optimizer, scheduler, params)
+    encoder.eval()
     with torch.no_grad():
         for p in params:
             p.copy_(p.half().to(p.dtype))

@@ -5,14 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rasa_meta.runtime.heads import class_means
 from rasa_meta.runtime.model import OBJECTIVES
-
-
-def prototypes(support: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Unit-length class means of the support embeddings (differentiable)."""
-    one_hot = F.one_hot(targets, n_classes).to(support.dtype)  # (s, c)
-    means = one_hot.T @ support / one_hot.sum(0).clamp(min=1).unsqueeze(1)
-    return F.normalize(means, dim=-1)
 
 
 def prototypical_loss(
@@ -24,7 +18,7 @@ def prototypical_loss(
 ) -> torch.Tensor:
     """Cross-entropy of queries over ``scale * cos(query, prototype)`` (Snell et al. 2017)."""
     n_classes = int(support_targets.max()) + 1
-    logits = scale * query @ prototypes(support, support_targets, n_classes).T
+    logits = scale * query @ class_means(support, support_targets, n_classes).T
     return F.cross_entropy(logits, query_targets)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -24,31 +23,37 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from rasa_meta import __version__
+from rasa_meta.runtime.device import resolve_device
 from rasa_meta.runtime.encoder import (
     BASE_ENCODER,
     SentenceEncoder,
-    mean_pool,
     save_checkpoint,
     set_trainable_layers,
     trainable_state,
 )
 from rasa_meta.runtime.heads import class_means, label_index
-from rasa_meta.tooling.evaluation import accuracy
 from rasa_meta.training.corpus import (
     META_TRAINING_CORPORA,
     IntentCorpus,
     corpus_family,
     corpus_licences,
+    few_shot_task,
     leave_out,
     load_corpus,
 )
 from rasa_meta.training.episodes import Episode, EpisodeSampler, split_classes
+from rasa_meta.training.learner import (
+    MetaLearner,
+    cosine_schedule,
+    make_optimizer,
+    optimizer_step,
+)
 from rasa_meta.training.losses import OBJECTIVES, episode_loss
+from rasa_meta.training.metrics import accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -143,28 +148,6 @@ class MetaTrainingResult:
     history: List[Dict[str, float]]
 
 
-class MetaLearner(nn.Module):
-    """The encoder's transformer plus the learnable similarity scale of the prototypical loss."""
-
-    def __init__(self, model: nn.Module, init_scale: float) -> None:
-        super().__init__()
-        self.model = model
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
-        """Unit embeddings and the similarity scale (returned from forward so that
-        DistributedDataParallel sees the scale take part in the step)."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        emb = F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
-        return emb, self.log_scale.exp()
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -180,8 +163,7 @@ def episode_accuracy(encoder: SentenceEncoder, episodes: List[Episode]) -> float
     for ep in episodes:
         s = emb[[row[t] for t in ep.support_texts]]
         q = emb[[row[t] for t in ep.query_texts]]
-        protos = torch.zeros(ep.n_way, s.shape[1]).index_add_(0, ep.support_targets, s)
-        pred = (q @ F.normalize(protos, dim=-1).T).argmax(1)
+        pred = (q @ class_means(s, ep.support_targets, ep.n_way).T).argmax(1)
         correct += int((pred == ep.query_targets).sum())
         total += len(ep.query_texts)
     return correct / max(total, 1)
@@ -226,7 +208,7 @@ def meta_train(
         if device.type == "cuda":
             torch.cuda.set_device(device)
     else:
-        device = pick_device(args.device)
+        device = resolve_device(args.device)
     seed_everything(args.seed + rank)
 
     corpora = corpora if corpora is not None else load_meta_corpora(args)
@@ -245,7 +227,7 @@ def meta_train(
     encoder = SentenceEncoder.from_pretrained(args.base_model, max_length=args.max_length)
     encoder.to(device)
     trained_names = set_trainable_layers(encoder.model, args.train_layers)
-    learner = MetaLearner(encoder.model, args.init_scale).to(device)
+    learner = MetaLearner(encoder, args.init_scale).to(device)
     module: nn.Module = learner
     if distributed:
         module = nn.parallel.DistributedDataParallel(
@@ -254,21 +236,14 @@ def meta_train(
             find_unused_parameters=args.train_layers < 0,
         )
     params = [p for p in learner.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.01)
-    warmup = max(1, args.episodes // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup)
-        * max(0.0, 0.5 * (1 + math.cos(math.pi * min(s, args.episodes) / args.episodes))),
-    )
+    optimizer = make_optimizer(params, args.learning_rate)
+    scheduler = cosine_schedule(optimizer, args.episodes, warmup_steps=max(1, args.episodes // 20))
     autocast = args.mixed_precision and device.type == "cuda"
 
     out_dir = Path(args.output_dir)
     history: List[Dict[str, float]] = []
     corpus_task = None
     if args.valid_corpus:
-        from rasa_meta.tooling.evaluation import few_shot_task
-
         corpus_task = few_shot_task(
             args.valid_corpus, str(args.valid_shots), args.seed,
             Path(args.data_root) if args.data_root else None, test_split="valid",
@@ -296,7 +271,7 @@ def meta_train(
         ep = train_sampler.sample()
         batch = encoder.tokenize(ep.support_texts + ep.query_texts)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-            emb, scale = module(batch["input_ids"], batch["attention_mask"])
+            emb, scale = module(batch)
         n_s = len(ep.support_texts)
         loss = episode_loss(
             args.objective,
@@ -304,11 +279,7 @@ def meta_train(
             emb[n_s:], ep.query_targets.to(device),
             scale, args.contrastive_temperature, args.uniformity_weight,
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, params)
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % args.eval_every == 0 or step == args.episodes:
             acc = evaluate(step, running) if rank == 0 else 0.0
