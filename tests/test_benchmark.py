@@ -190,7 +190,7 @@ def test_ratios_markdown_and_plots(tmp_path):
         _row(benchmark.CENTROID, 0.8, 2.0, 4.0),
         _row(benchmark.LOGREG, None, None, None, error="RuntimeError: boom"),
     ]
-    benchmark._add_ratios(rows)
+    benchmark.add_ratios(rows)
     plugin, matching, diet = rows[1], rows[2], rows[3]
     assert plugin["train_vs_diet"] == pytest.approx(0.1)
     assert plugin["p50_vs_diet"] == pytest.approx(0.5)
@@ -281,7 +281,7 @@ def test_skipped_diet_estimate_scales_with_training_examples():
              skipped="not run: 10000 training examples > --diet-max-train 2000"),
         _row(benchmark.PLUGIN, 0.9, 5.0, 6.0, n_train=10000, shots="full"),
     ]
-    benchmark._finish_rows(rows)
+    benchmark.finish_rows(rows)
     assert rows[2]["estimated_train_s"] == pytest.approx(2000.0)
     assert rows[2]["train_vs_diet"] is None and rows[3]["train_vs_diet"] is None
     text = benchmark.to_markdown({"run": _RUN, "rows": rows})

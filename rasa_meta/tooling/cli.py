@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import typing
 from dataclasses import fields
 from typing import Dict, List, Optional, Sequence
 
@@ -17,29 +18,55 @@ def add_dataclass_arguments(
     parser: argparse.ArgumentParser, cls: type, required: Sequence[str] = ()
 ) -> None:
     """One ``--flag`` per dataclass field, typed and documented from the field itself, so the
-    command line cannot drift from the arguments it fills."""
+    command line cannot drift from the arguments it fills.
+
+    The field's metadata (see :func:`rasa_meta.training.arguments.arg`) gives its help and may
+    give ``choices``, ``flag``, ``nargs``, ``metavar``, ``action`` or ``cli=False``.
+    """
     defaults = cls()
+    hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        kwargs: Dict = {"help": f.metadata.get("help", ""), "dest": f.name}
-        if "choices" in f.metadata:
-            kwargs["choices"] = list(f.metadata["choices"])
+        kind, is_list = _scalar_type(hints.get(f.name, str))
+        kwargs: Dict = {"help": meta.get("help", ""), "dest": f.name}
+        for key in ("nargs", "metavar", "action"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        if "choices" in meta:
+            kwargs["choices"] = list(meta["choices"])
         if f.name in required:
             kwargs["required"] = True
-        elif isinstance(default, bool):
+        elif kind is bool and not is_list:
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = default
-        else:
-            kwargs["default"] = default
-        if isinstance(default, list):
+        else:  # a repeated flag collects its values: it starts empty
+            kwargs["default"] = None if kwargs.get("action") == "append" else default
+        if is_list and "nargs" not in kwargs and kwargs.get("action") != "append":
             kwargs["nargs"] = "*"
-        elif not isinstance(default, bool):
-            kind = f.type if isinstance(f.type, type) else str(f.type)
-            kwargs["type"] = {"int": int, "float": float}.get(
-                getattr(kind, "__name__", kind), str
-            )
+        if kind is not bool:
+            kwargs["type"] = kind
         parser.add_argument(flag, **kwargs)
+
+
+def dataclass_values(cls: type, ns: argparse.Namespace) -> Dict:
+    """The values of ``cls``'s fields that the command line set (see add_dataclass_arguments)."""
+    return {f.name: getattr(ns, f.name) for f in fields(cls) if f.metadata.get("cli", True)}
+
+
+def _scalar_type(hint) -> tuple:
+    """(int/float/str/bool, whether a list) from a field's type: Optional and List unwrapped;
+    anything else (e.g. a Union of str and a mapping) is read as text."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is typing.Union and len(args) == 1:
+        return _scalar_type(args[0])
+    if origin in (list, List) and args:
+        return _scalar_type(args[0])[0], True
+    return (hint if hint in (int, float, str, bool) else str), False
 
 
 def _add_meta_train(sub: argparse._SubParsersAction) -> None:
@@ -186,57 +213,21 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from rasa_meta.tooling.benchmark import BenchmarkOptions
+
     p = sub.add_parser(
         "benchmark",
         help="Compare the plugin (trained and parsed through Rasa) with Rasa's DIET pipeline "
              "and frozen-encoder baselines on identical splits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--datasets", nargs="*", default=None,
-                   help="BANKING77 and/or CLINC150 (default: both, or none when --nlu-train "
-                        "is given).")
-    p.add_argument("--nlu-train", default=None, help="Rasa NLU YAML file to train on.")
-    p.add_argument("--nlu-test", default=None, help="Rasa NLU YAML file to test on.")
-    p.add_argument("--shots", nargs="+", default=None, choices=["5", "10", "full"],
-                   help="Examples per intent (default: 5 10 full).")
-    p.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help="Re-sample the 5/10 shots from 'train' with these seeds instead of "
-                        "using the fixed train_5/train_10 splits.")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="Subset of: rasa_meta, rasa_meta[matching], diet, minilm[centroid], "
-                        "minilm[logreg] (default: all).")
-    p.add_argument("--encoder", action="append", default=None, metavar="[DATASET=]ENCODER",
-                   help="Encoder of the plugin methods ('default': the shipped meta-trained "
-                        "one; 'minilm': the frozen base model; or a checkpoint directory). "
-                        "Repeat as DATASET=ENCODER to give each dataset its own, e.g. an "
-                        "encoder meta-trained without it (default: default).")
-    p.add_argument("--diet-max-train", type=int, default=None, metavar="N",
-                   help="Skip DIET on training splits of more than N examples (its 100 epochs "
-                        "take hours on the full splits on a CPU); the table shows an estimate "
-                        "instead.")
-    p.add_argument("--output-dir", default="benchmark_results")
+    add_dataclass_arguments(p, BenchmarkOptions)
     p.add_argument("--oos", action="store_true",
                    help="Run the out-of-scope protocol instead: CLINC150 (oos) and "
                         "BANKING77-OOS (id-oos, ood-oos), 10-shot and full, threshold chosen "
                         "on valid; writes oos.json and oos.md.")
     p.add_argument("--oos-encoder", action="append", default=[], metavar="DATASET=ENCODER",
                    help="Same as --encoder DATASET=ENCODER (kept for existing scripts).")
-    p.add_argument("--quick", action="store_true",
-                   help="Small subset that runs in minutes on a CPU: CLINC150, 10 intents, "
-                        "train_5, 100 test messages.")
-    p.add_argument("--max-intents", type=int, default=None,
-                   help="Keep this many intents per dataset (a seeded sample).")
-    p.add_argument("--max-test", type=int, default=None,
-                   help="Keep this many test messages per dataset (a seeded sample).")
-    p.add_argument("--latency-messages", type=int, default=None,
-                   help="Test messages timed one at a time (default 200; 100 with --quick).")
-    p.add_argument("--warmup-messages", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="Messages per batch for the throughput column.")
-    p.add_argument("--in-process", action="store_true",
-                   help="Run every method in this process instead of one child process each "
-                        "(peak RSS is then cumulative).")
-    p.add_argument("--data-root", default=None)
 
 
 def _encoders(ns: argparse.Namespace) -> Dict[str, str]:
@@ -248,31 +239,17 @@ def _encoders(ns: argparse.Namespace) -> Dict[str, str]:
 def _run_benchmark(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rasa_meta.tooling.benchmark import run_benchmark
+    from rasa_meta.tooling.benchmark import BenchmarkOptions, run_benchmark
 
     if ns.oos:
         return _run_oos_benchmark(ns)
-    result = run_benchmark(
-        datasets=ns.datasets,
-        shots=ns.shots,
-        seeds=ns.seeds,
-        methods=ns.methods,
-        encoder=_encoders(ns),
-        diet_max_train=ns.diet_max_train,
-        output_dir=ns.output_dir,
-        nlu_train=ns.nlu_train,
-        nlu_test=ns.nlu_test,
-        root=ns.data_root,
-        quick=ns.quick,
-        max_intents=ns.max_intents,
-        max_test=ns.max_test,
-        latency_messages=ns.latency_messages,
-        warmup_messages=ns.warmup_messages,
-        batch_size=ns.batch_size,
-        isolate=not ns.in_process,
-        show_child_output=ns.verbose,
-        command=" ".join(["rasa-meta"] + sys.argv[1:]),
-    )
+    options = BenchmarkOptions(**{
+        **dataclass_values(BenchmarkOptions, ns),
+        "encoder": _encoders(ns),
+        "show_child_output": ns.verbose,
+        "command": " ".join(["rasa-meta"] + sys.argv[1:]),
+    })
+    result = run_benchmark(options)
     out = Path(ns.output_dir)
     print((out / "results.md").read_text(encoding="utf-8"))
     print(f"Wrote {out / 'results.json'}, {out / 'results.md'} and "
@@ -300,12 +277,7 @@ def _run_oos_benchmark(ns: argparse.Namespace) -> int:
 
 
 def _add_check_data(sub: argparse._SubParsersAction) -> None:
-    from rasa_meta.tooling.overlap import (
-        DEFAULT_DUPLICATE_THRESHOLD,
-        DEFAULT_MIN_EXAMPLES,
-        DEFAULT_SIMILARITY_THRESHOLD,
-        DEFAULT_TOP_PAIRS,
-    )
+    from rasa_meta.tooling.overlap import OverlapSettings
 
     p = sub.add_parser(
         "check-data",
@@ -320,15 +292,10 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
                    help="Where report.json and overlap_heatmap.png are written.")
     p.add_argument("--json", action="store_true",
                    help="Print the report as JSON instead of tables.")
-    p.add_argument("--threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD,
-                   help="Prototype cosine similarity from which two intents are flagged.")
-    p.add_argument("--duplicate-threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                   help="Cosine similarity from which two examples count as near-duplicates.")
-    p.add_argument("--min-examples", type=int, default=DEFAULT_MIN_EXAMPLES,
-                   help="Intents with fewer examples are flagged.")
-    p.add_argument("--top-pairs", type=int, default=DEFAULT_TOP_PAIRS,
-                   help="Most similar intent pairs listed even below the threshold.")
-    p.add_argument("--max-length", type=int, default=128)
+    add_dataclass_arguments(p, OverlapSettings)
+    p.add_argument("--max-length", type=int, default=FewShotConfig.max_length)
+    p.add_argument("--encoder-prompt", default=None,
+                   help="The bot's encoder_prompt, if its config sets one.")
 
 
 def _nlu_files(specs: List[str]) -> List[str]:
@@ -366,7 +333,7 @@ def _run_check_data(ns: argparse.Namespace) -> int:
         EncoderNotFoundError,
         SentenceEncoder,
     )
-    from rasa_meta.tooling.overlap import build_overlap_report, save_heatmap
+    from rasa_meta.tooling.overlap import OverlapSettings, build_overlap_report, save_heatmap
     from rasa_meta.training.corpus import load_rasa_nlu
 
     def fail(message: str) -> int:
@@ -388,17 +355,11 @@ def _run_check_data(ns: argparse.Namespace) -> int:
         return fail(f"the meta-trained 'default' encoder is not installed ({SHIPPED_ENCODER_DIR} "
                     f"is missing). Pass --encoder minilm, a model directory or a hub name.")
     try:
-        encoder = SentenceEncoder.from_pretrained(ns.encoder, ns.max_length)
+        encoder = SentenceEncoder.from_pretrained(ns.encoder, ns.max_length, ns.encoder_prompt)
     except EncoderNotFoundError as e:
         return fail(f"{e} Pass --encoder minilm, a model directory or a hub name.")
     report = build_overlap_report(
-        corpus.texts,
-        corpus.labels,
-        encoder=encoder,
-        similarity_threshold=ns.threshold,
-        duplicate_threshold=ns.duplicate_threshold,
-        min_examples=ns.min_examples,
-        top_pairs=ns.top_pairs,
+        corpus.texts, corpus.labels, encoder=encoder, **dataclass_values(OverlapSettings, ns)
     )
     out = Path(ns.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -36,6 +36,7 @@ from rasa_meta.runtime.encoder import (
     trainable_state,
 )
 from rasa_meta.runtime.heads import class_means, label_index
+from rasa_meta.training.arguments import arg as _arg
 from rasa_meta.training.corpus import (
     META_TRAINING_CORPORA,
     IntentCorpus,
@@ -56,13 +57,6 @@ from rasa_meta.training.losses import OBJECTIVES, episode_loss
 from rasa_meta.training.metrics import accuracy
 
 logger = logging.getLogger(__name__)
-
-
-def _arg(default, help: str, **kw):
-    """A dataclass field with the help text the CLI shows for it."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass

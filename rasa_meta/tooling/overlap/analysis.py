@@ -11,22 +11,27 @@ Everything works on unit-length sentence embeddings (the encoder's output), free
   vector, or the same text once case, whitespace and surrounding punctuation are ignored;
 - **too few examples**: intents with fewer examples than ``min_examples``.
 
-``build_overlap_report`` makes an :class:`OverlapReport` (``to_dict``, ``to_table``,
-``summary_lines``); ``save_heatmap`` draws the prototype similarities as a PNG.
+``build_overlap_report`` makes an :class:`OverlapReport` (``to_dict``, and ``to_table`` /
+``summary_lines`` from :mod:`~rasa_meta.tooling.overlap.text`); ``save_heatmap``
+(:mod:`~rasa_meta.tooling.overlap.heatmap`) draws the prototype similarities as a PNG.
+Prototypes and leave-one-out similarities are the runtime's own
+(:func:`~rasa_meta.runtime.heads.class_means`,
+:func:`~rasa_meta.runtime.in_scope.leave_one_out_similarities`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rasa_meta.runtime.heads import class_means, label_index
+from rasa_meta.runtime.heads import PrototypeHead, class_means, label_index
+from rasa_meta.runtime.in_scope import leave_one_out_similarities
+from rasa_meta.training.arguments import arg
 
 if TYPE_CHECKING:  # pragma: no cover
     from rasa_meta.runtime.encoder import SentenceEncoder
@@ -40,6 +45,25 @@ DEFAULT_TOP_PAIRS = 10
 MAX_DUPLICATES = 500  # near-duplicate pairs kept in a report (most similar first)
 _CHUNK = 1024  # rows of the example-by-example similarity matrix computed at once
 _STRIP = " \t\n.!?,;:"
+
+
+@dataclass
+class OverlapSettings:
+    """What the report flags; ``rasa-meta check-data``'s flags are generated from these."""
+
+    similarity_threshold: float = arg(
+        DEFAULT_SIMILARITY_THRESHOLD,
+        "Prototype cosine similarity from which two intents are flagged.", flag="--threshold",
+        metavar="THRESHOLD",
+    )
+    duplicate_threshold: float = arg(
+        DEFAULT_DUPLICATE_THRESHOLD,
+        "Cosine similarity from which two examples count as near-duplicates.",
+    )
+    min_examples: int = arg(DEFAULT_MIN_EXAMPLES, "Intents with fewer examples are flagged.")
+    top_pairs: int = arg(
+        DEFAULT_TOP_PAIRS, "Most similar intent pairs listed even below the threshold."
+    )
 
 
 def normalise_text(text: str) -> str:
@@ -175,144 +199,15 @@ class OverlapReport:
 
     def summary_lines(self, max_items: int = 3) -> List[str]:
         """A few short warning lines, one per kind of finding; empty when all is well."""
-        lines: List[str] = []
-        close = self.close_pairs
-        if close:
-            shown = ", ".join(
-                f"{p.intent_a} ~ {p.intent_b} ({p.similarity:.2f})" for p in close[:max_items]
-            )
-            lines.append(
-                f"{_count(len(close), 'intent pair')} very similar (prototype cosine >= "
-                f"{self.similarity_threshold:.2f}): {shown}{_more(len(close), max_items)}"
-            )
-        if self.misplaced_examples:
-            shown = ", ".join(
-                f"'{_clip(m.text, 40)}' ({m.intent} -> {m.nearest_intent})"
-                for m in self.misplaced_examples[:max_items]
-            )
-            n = len(self.misplaced_examples)
-            lines.append(
-                f"{_count(n, 'example')} closer to another intent than to {_its(n)} own: "
-                f"{shown}{_more(n, max_items)}"
-            )
-        if self.duplicates:
-            shown = ", ".join(
-                f"'{_clip(d.text_a, 30)}' ({d.intent_a}) / '{_clip(d.text_b, 30)}' ({d.intent_b})"
-                for d in self.duplicates[:max_items]
-            )
-            n = self.duplicates_total or len(self.duplicates)
-            lines.append(
-                f"{_plural(n, 'pair')} of near-duplicate examples under different intents "
-                f"(cosine >= {self.duplicate_threshold:.2f} or same text): "
-                f"{shown}{_more(n, max_items)}"
-            )
-        if self.too_few_examples:
-            items = sorted(self.too_few_examples.items(), key=lambda kv: (kv[1], kv[0]))
-            shown = ", ".join(f"{name} ({count})" for name, count in items[: max_items * 2])
-            lines.append(
-                f"{_count(len(items), 'intent')} fewer than {self.min_examples} examples: "
-                f"{shown}{_more(len(items), max_items * 2)}"
-            )
-        return lines
+        from rasa_meta.tooling.overlap.text import summary_lines
+
+        return summary_lines(self, max_items)
 
     def to_table(self, max_rows: int = 20) -> str:
         """The report as markdown tables (readable as plain text), longest lists truncated."""
-        out = [
-            f"# Intent overlap report: {_plural(len(self.intents), 'intent')}, "
-            f"{_plural(self.n_examples, 'example')}",
-            "",
-        ]
-        summary = self.summary_lines()
-        out += [f"- {line}" for line in summary] if summary else ["No problems found."]
+        from rasa_meta.tooling.overlap.text import report_table
 
-        out += ["", f"## Most similar intents (prototype cosine; flagged >= "
-                    f"{self.similarity_threshold:.2f})", ""]
-        rows = [
-            [p.intent_a, p.intent_b, f"{p.similarity:.3f}", str(p.misplaced),
-             "yes" if p.above_threshold else ""]
-            for p in self.similar_intents
-        ]
-        out += _table(["intent A", "intent B", "similarity", "misplaced", "flagged"], rows,
-                      max_rows, empty="(fewer than two intents)")
-
-        out += ["", "## Examples closer to another intent than to their own "
-                    "(own prototype without the example)", ""]
-        rows = [
-            [_clip(m.text, 60), m.intent, m.nearest_intent, f"{m.own_similarity:.3f}",
-             f"{m.other_similarity:.3f}"]
-            for m in self.misplaced_examples
-        ]
-        out += _table(["example", "intent", "nearer to", "own sim", "other sim"], rows,
-                      max_rows, empty="(none)")
-
-        out += ["", f"## Near-duplicate examples across intents (cosine >= "
-                    f"{self.duplicate_threshold:.2f} or same text)", ""]
-        rows = [
-            [_clip(d.text_a, 40), d.intent_a, _clip(d.text_b, 40), d.intent_b,
-             "same text" if d.identical_text else f"{d.similarity:.3f}"]
-            for d in self.duplicates
-        ]
-        total = max(self.duplicates_total, len(rows))
-        out += _table(["example A", "intent A", "example B", "intent B", "similarity"], rows,
-                      max_rows, empty="(none)", total=total)
-
-        out += ["", f"## Intents with fewer than {self.min_examples} examples", ""]
-        rows = [
-            [name, str(count)]
-            for name, count in sorted(self.too_few_examples.items(), key=lambda kv: kv[1])
-        ]
-        out += _table(["intent", "examples"], rows, max_rows, empty="(none)")
-        return "\n".join(out) + "\n"
-
-
-def _count(n: int, noun: str) -> str:
-    verb = "is" if n == 1 else "are"
-    if noun == "intent":
-        verb = "has" if n == 1 else "have"
-    return f"{n} {noun}{'' if n == 1 else 's'} {verb}"
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _its(n: int) -> str:
-    return "its" if n == 1 else "their"
-
-
-def _more(total: int, shown: int) -> str:
-    return f" (+{total - shown} more)" if total > shown else ""
-
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _cell(value: str) -> str:
-    return str(value).replace("|", "\\|")
-
-
-def _table(
-    header: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    max_rows: int,
-    empty: str,
-    total: Optional[int] = None,
-) -> List[str]:
-    if not rows:
-        return [empty]
-    shown = [[_cell(c) for c in row] for row in rows[: max(max_rows, 1)]]
-    widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(header)]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in shown]
-    total = len(rows) if total is None else total
-    if total > len(shown):
-        lines.append(f"... and {total - len(shown)} more (see report.json)")
-    return lines
+        return report_table(self, max_rows)
 
 
 # --- building the report -------------------------------------------------------------------
@@ -392,14 +287,16 @@ def _misplaced(
     n, n_classes = emb.shape[0], len(names)
     if n_classes < 2:
         return []
-    sums = torch.zeros(n_classes, emb.shape[1], dtype=emb.dtype).index_add_(0, targets, emb)
-    rest = sums[targets] - emb  # own intent without the example (leave-one-out)
-    own = (emb * rest).sum(1) / rest.norm(dim=1).clamp(min=1e-12)
+    # own intent without the example: the leave-one-out similarity in-scope scoring uses
+    keep = counts[targets] >= 2
+    head = PrototypeHead().fit(emb.float(), [names[t] for t in targets.tolist()])
+    own = torch.full((n,), float("nan"), dtype=emb.dtype)
+    own[keep] = leave_one_out_similarities(head).to(emb.dtype)
     to_protos = emb @ prototypes.T
     rows = torch.arange(n)
     to_protos[rows, targets] = -float("inf")
     other, nearest = to_protos.max(1)
-    flagged = (counts[targets] >= 2) & (other > own)
+    flagged = keep & (other > own)
     found = [
         MisplacedExample(texts[i], names[int(targets[i])], names[int(nearest[i])],
                          float(own[i]), float(other[i]))
@@ -473,109 +370,6 @@ def _duplicates(
         for (a, b), sim in ranked[:MAX_DUPLICATES]
     ]
     return pairs, len(found)
-
-
-# --- heatmap -------------------------------------------------------------------------------
-
-
-def similarity_order(sim: np.ndarray) -> List[int]:
-    """Order of the items that puts similar ones next to each other.
-
-    Average-linkage agglomerative clustering on the similarity matrix; each merge joins the
-    two clusters' ends that are most alike, so blocks of related intents form on the diagonal.
-    """
-    sim = np.asarray(sim, dtype=float)
-    n = sim.shape[0]
-    if n <= 2:
-        return list(range(n))
-    link = sim.copy()
-    np.fill_diagonal(link, -np.inf)
-    sizes = np.ones(n)
-    active = np.ones(n, dtype=bool)
-    clusters: Dict[int, List[int]] = {i: [i] for i in range(n)}
-    for _ in range(n - 1):
-        masked = np.where(active[:, None] & active[None, :], link, -np.inf)
-        a, b = (int(x) for x in np.unravel_index(np.argmax(masked), masked.shape))
-        left, right = clusters[a], clusters.pop(b)
-        options = [(x, y) for x in (left, left[::-1]) for y in (right, right[::-1])]
-        left, right = max(options, key=lambda xy: sim[xy[0][-1], xy[1][0]])
-        clusters[a] = left + right
-        merged = (link[a] * sizes[a] + link[b] * sizes[b]) / (sizes[a] + sizes[b])
-        link[a, :] = merged
-        link[:, a] = merged
-        link[a, a] = -np.inf
-        sizes[a] += sizes[b]
-        active[b] = False
-    return next(iter(clusters.values()))
-
-
-def save_heatmap(
-    report: OverlapReport,
-    path: Union[str, Path],
-    title: Optional[str] = None,
-    max_label_chars: int = 40,
-) -> Path:
-    """Write the prototype-similarity heatmap as a PNG; intents ordered so that similar ones
-    sit together. Sized for up to about 150 intents (labels shrink as the count grows)."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sim = np.asarray(report.prototype_similarity, dtype=float)
-    n = sim.shape[0]
-    order = similarity_order(sim)
-    sim = sim[np.ix_(order, order)] if n else sim
-    names = [
-        f"{_clip(report.intents[i], max_label_chars)} ({report.counts.get(report.intents[i], 0)})"
-        for i in order
-    ]
-    shown = sim.copy()
-    if n:
-        np.fill_diagonal(shown, np.nan)  # always 1: drawn grey, kept out of the colour scale
-    off = shown[~np.isnan(shown)] if n > 1 else np.zeros(0)
-    vmin = float(min(off.min(), report.similarity_threshold - 0.1)) if off.size else 0.0
-
-    annotate = n <= 25  # small enough to print each similarity in its cell
-    side = min(max(6.0, (0.45 if annotate else 0.14) * n + 3.5), 26.0)
-    font = 9.0 if n <= 30 else 7.0 if n <= 60 else 5.5 if n <= 100 else 4.5
-    # The object-oriented Agg API: no pyplot, so a caller's backend and figures are untouched.
-    fig = Figure(figsize=(side + 1.5, side), dpi=150 if n > 60 else 110)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    try:
-        cmap = matplotlib.colormaps["viridis"].copy()
-    except AttributeError:  # matplotlib < 3.5
-        cmap = matplotlib.cm.get_cmap("viridis").copy()
-    cmap.set_bad("#d9d9d9")
-    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=vmin, vmax=1.0,
-                      interpolation="nearest")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xticklabels(names, rotation=90, fontsize=font)
-    ax.set_yticklabels(names, fontsize=font)
-    ax.set_xlabel("intent (examples)")
-    ax.set_ylabel("intent (examples)")
-    for i in range(n):  # outline the flagged pairs
-        for j in range(n):
-            if i != j and sim[i, j] >= report.similarity_threshold:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
-                                           edgecolor="red", linewidth=1.2))
-            if annotate and i != j:
-                ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if sim[i, j] < (vmin + 1.0) / 2 else "black")
-    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    bar.set_label("cosine similarity of intent prototypes")
-    ax.set_title(
-        title
-        or f"Intent prototype similarity ({n} intents; red: >= {report.similarity_threshold:.2f})",
-        fontsize=12 if n <= 60 else 16,
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
 
 
 # --- at training time ----------------------------------------------------------------------
