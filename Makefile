@@ -1,13 +1,14 @@
 # Two commands on a fresh machine:
 #   make demo   installs everything, trains example_bot and holds a short scripted conversation
 #   make test   installs everything (if needed), lints and runs the test suite
+#   make test-fast   the same without the slow end-to-end tests (the dev loop)
 # Rasa 3.6 needs Python 3.8-3.10; PYTHON picks python3.10 from PATH or pyenv.
 PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint benchmark clean
+.PHONY: install demo test test-fast lint benchmark clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 benchmark: install
 	$(BIN)/rasa-meta benchmark --output-dir benchmark_results

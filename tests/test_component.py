@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
@@ -16,7 +16,17 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from rasa_meta import __version__
 from rasa_meta.component import MetaIntentClassifier
 from tests.conftest import TOY_DATA, toy_corpus
-from tests.rasa_helpers import context, load, new_storage, parse
+from tests.rasa_helpers import (
+    context,
+    load,
+    make_config,
+    new_storage,
+    parse,
+    train,
+    training_data,
+)
+
+QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]
 
 
 @pytest.fixture
@@ -26,33 +36,25 @@ def storage(tmp_path: Path) -> LocalModelStorage:
 
 @pytest.fixture
 def config(tiny_encoder_dir) -> Dict[str, Any]:
-    return {**MetaIntentClassifier.get_default_config(), "encoder": str(tiny_encoder_dir)}
+    return make_config(tiny_encoder_dir)
 
 
+@pytest.fixture(scope="module")
+def trained(tiny_encoder_dir, tmp_path_factory) -> Tuple[Dict[str, Any], LocalModelStorage,
+                                                         MetaIntentClassifier]:
+    """One classifier trained with the default config, for the tests that only read it:
+    (config, storage it persisted to, classifier)."""
+    config = make_config(tiny_encoder_dir)
+    storage = new_storage(tmp_path_factory.mktemp("component") / "storage")
+    return config, storage, train(config, storage)
 
 
-def training_data(pairs=None) -> TrainingData:
-    if pairs is None:
-        texts, labels = toy_corpus()
-        pairs = list(zip(texts, labels))
-    return TrainingData([Message(data={"text": t, "intent": i}) for t, i in pairs])
+def ranked(messages: List[Message]) -> List[List[Tuple[str, float]]]:
+    return [[(r["name"], r["confidence"]) for r in m.get("intent_ranking")] for m in messages]
 
 
-def train(config, storage, name="clf", data=None) -> MetaIntentClassifier:
-    clf = MetaIntentClassifier.create(config, storage, Resource(name), context())
-    assert clf.train(data if data is not None else training_data()) == Resource(name)
-    return clf
-
-
-
-
-
-
-QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]
-
-
-def test_train_process_persist_load_identical(config, storage):
-    clf = train(config, storage)
+def test_train_process_persist_load_identical(trained):
+    config, storage, clf = trained
     before = parse(clf, QUERIES)
     loaded = load(config, storage)
     after = parse(loaded, QUERIES)
@@ -61,15 +63,15 @@ def test_train_process_persist_load_identical(config, storage):
         assert a.get("intent_ranking") == b.get("intent_ranking")
 
 
-def test_training_examples_are_recognised(config, storage):
-    clf = train(config, storage)
+def test_training_examples_are_recognised(trained):
+    _, _, clf = trained
     texts, labels = toy_corpus()
     predicted = [m.get("intent")["name"] for m in parse(clf, texts)]
     assert sum(p == g for p, g in zip(predicted, labels)) / len(labels) >= 0.9
 
 
-def test_output_format_like_diet(config, storage):
-    clf = train(config, storage)
+def test_output_format_like_diet(trained):
+    _, _, clf = trained
     for message in parse(clf, QUERIES):
         intent, ranking = message.get("intent"), message.get("intent_ranking")
         assert intent == ranking[0]
@@ -89,8 +91,9 @@ def test_full_ranking_sums_to_one_without_oos_scaling(config, storage):
         assert abs(sum(r["confidence"] for r in ranking) - 1.0) < 1e-5
 
 
-def test_with_oos_scaling_ranking_sums_to_in_scope_probability(config, storage):
-    clf = train({**config, "ranking_length": 0, "explain": True}, storage)
+def test_with_oos_scaling_ranking_sums_to_in_scope_probability(trained):
+    config, storage, _ = trained  # ranking_length and explain only act at parse time
+    clf = load({**config, "ranking_length": 0, "explain": True}, storage)
     for message in parse(clf, QUERIES):
         total = sum(r["confidence"] for r in message.get("intent_ranking"))
         p_in = message.get("intent_explanation")["in_scope_probability"]
@@ -98,8 +101,9 @@ def test_with_oos_scaling_ranking_sums_to_in_scope_probability(config, storage):
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
-def test_ranking_length_honoured(config, storage, length):
-    clf = train({**config, "ranking_length": length}, storage)
+def test_ranking_length_honoured(trained, length):
+    config, storage, _ = trained
+    clf = load({**config, "ranking_length": length}, storage)
     assert all(len(m.get("intent_ranking")) == length for m in parse(clf, QUERIES))
 
 
@@ -112,8 +116,8 @@ def test_same_seed_same_output(config, tmp_path):
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
-def test_empty_or_whitespace_text_gives_no_intent(config, storage, text):
-    clf = train(config, storage)
+def test_empty_or_whitespace_text_gives_no_intent(trained, text):
+    _, _, clf = trained
     message = parse(clf, [text, "hello there"])
     assert message[0].get("intent") == {"name": None, "confidence": 0.0}
     assert message[0].get("intent_ranking") == []
@@ -252,7 +256,13 @@ def test_fingerprint_addon_has_version_and_encoder_identity(config, tmp_path, ti
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_model_trained_on_gpu_loads_and_runs_on_cpu(config, storage):
     gpu = train({**config, "device": "cuda", "epochs": 1}, storage)
-    expected = [m.get("intent")["name"] for m in parse(gpu, QUERIES)]
+    assert gpu.model.encoder.device.type == "cuda"
+    expected = ranked(parse(gpu, QUERIES))
     cpu = load({**config, "device": "cpu"}, storage)
     assert cpu.model.encoder.device.type == "cpu"
-    assert [m.get("intent")["name"] for m in parse(cpu, QUERIES)] == expected
+    got = ranked(parse(cpu, QUERIES))
+    assert [[name for name, _ in row] for row in got] == [
+        [name for name, _ in row] for row in expected
+    ]
+    for row, want in zip(got, expected):  # the same confidences, to float rounding
+        assert [c for _, c in row] == pytest.approx([c for _, c in want], abs=1e-4)

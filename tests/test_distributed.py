@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch.multiprocessing as mp
 
 from rasa_meta.runtime.encoder import read_metadata
@@ -29,6 +30,7 @@ def _worker(rank: int, world: int, port: int, encoder: str, out: str) -> None:
     meta_train(args, corpora=[word_corpus("a")])
 
 
+@pytest.mark.slow
 def test_two_process_ddp_meta_training_writes_one_checkpoint(tiny_encoder_dir, tmp_path):
     out = tmp_path / "ddp"
     mp.spawn(_worker, args=(2, _free_port(), str(tiny_encoder_dir), str(out)), nprocs=2)

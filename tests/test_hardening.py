@@ -28,38 +28,25 @@ from rasa_meta.component import MetaIntentClassifier
 from rasa_meta.runtime.encoder import SentenceEncoder, clean_text
 from rasa_meta.runtime.model import FORMAT_VERSION, ModelLoadError
 from tests.conftest import REPO, TOY_DATA, toy_corpus
-from tests.rasa_helpers import context, load, new_storage, parse
+from tests.rasa_helpers import (
+    context,
+    load,
+    make_config,
+    new_storage,
+    parse,
+    train,
+    train_with_own_encoder,
+    training_data,
+)
 
 QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-
-
-
-
-def make_config(encoder: Any, **overrides: Any) -> Dict[str, Any]:
-    return {**MetaIntentClassifier.get_default_config(), "encoder": str(encoder), **overrides}
-
-
-def data_from(pairs) -> TrainingData:
-    return TrainingData([Message.build(text=t, intent=i) for t, i in pairs])
-
-
 def toy_pairs():
     texts, labels = toy_corpus()
     return list(zip(texts, labels))
-
-
-def train(config, storage, data=None, name="clf") -> MetaIntentClassifier:
-    clf = MetaIntentClassifier.create(config, storage, Resource(name), context())
-    clf.train(data if data is not None else data_from(toy_pairs()))
-    return clf
-
-
-
-
 
 
 def rankings(messages: List[Message]):
@@ -256,7 +243,7 @@ def test_degenerate_training_data_trains_persists_and_predicts(config, tmp_path,
         pytest.skip("the inner loop over 520 intents adds time without adding coverage")
     pairs = DATASETS[name]
     storage = new_storage(tmp_path / "s")
-    clf = train({**config, "epochs": epochs}, storage, data_from(pairs))
+    clf = train({**config, "epochs": epochs}, storage, training_data(pairs))
     labels = sorted({label for _, label in pairs})
     assert clf.model.labels == labels
     queries = [pairs[0][0], pairs[-1][0], "something else entirely", ""]
@@ -282,7 +269,7 @@ def test_zero_intents_warns_and_predicts_nothing(config, storage, caplog):
 def test_same_sentence_under_two_intents_is_warned_about(config, storage, caplog):
     pairs = toy_pairs() + [("where is my order", "refund")]
     with caplog.at_level(logging.WARNING, logger="rasa_meta.component"):
-        clf = train(config, storage, data_from(pairs))
+        clf = train(config, storage, training_data(pairs))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     duplicate = [w for w in warnings if "where is my order" in w]
     assert duplicate, warnings
@@ -332,13 +319,20 @@ def _model_dir(root: Path) -> Path:
     return model_json.parent
 
 
+@pytest.fixture(scope="module")
+def trained_once(tiny_encoder_dir, tmp_path_factory) -> Path:
+    """A model storage trained once for the module (with an inner-loop delta)."""
+    root = tmp_path_factory.mktemp("hardening-trained") / "s"
+    train(make_config(tiny_encoder_dir, epochs=1), new_storage(root))
+    return root
+
+
 @pytest.fixture
-def trained_dir(config, tmp_path):
-    """(config, storage, directory of the persisted model) with an inner-loop delta."""
-    config = {**config, "epochs": 1}
-    storage = new_storage(tmp_path / "s")
-    train(config, storage)
-    return config, storage, _model_dir(tmp_path / "s")
+def trained_dir(config, trained_once, tmp_path):
+    """(config, storage, directory of the persisted model): a fresh copy of the module's
+    trained model, which the test may damage."""
+    shutil.copytree(trained_once, tmp_path / "s")
+    return {**config, "epochs": 1}, new_storage(tmp_path / "s"), _model_dir(tmp_path / "s")
 
 
 def _corrupt(path: Path, how: str) -> None:
@@ -394,11 +388,7 @@ def test_head_not_matching_model_json_is_a_clear_error(trained_dir, change):
 
 
 def test_missing_encoder_path_at_load_names_path_and_fix(tiny_encoder_dir, tmp_path):
-    encoder = tmp_path / "my-encoder"
-    shutil.copytree(tiny_encoder_dir, encoder)
-    config = make_config(encoder)
-    storage = new_storage(tmp_path / "s")
-    train(config, storage)
+    encoder, config, storage, _ = train_with_own_encoder(tiny_encoder_dir, tmp_path)
     shutil.rmtree(encoder)
     with pytest.raises(ModelLoadError) as info:
         load(config, storage)
@@ -410,11 +400,7 @@ def test_missing_encoder_path_at_load_names_path_and_fix(tiny_encoder_dir, tmp_p
 def test_encoder_replaced_by_another_size_is_a_clear_error(tiny_encoder_dir, tmp_path):
     from transformers import BertConfig, BertModel
 
-    encoder = tmp_path / "my-encoder"
-    shutil.copytree(tiny_encoder_dir, encoder)
-    config = make_config(encoder)
-    storage = new_storage(tmp_path / "s")
-    train(config, storage)
+    encoder, config, storage, _ = train_with_own_encoder(tiny_encoder_dir, tmp_path)
     small = BertConfig.from_pretrained(str(encoder))
     small.hidden_size, small.intermediate_size = 16, 32
     BertModel(small).save_pretrained(str(encoder))
@@ -471,6 +457,7 @@ print(json.dumps({"probs": probs.tolist(), "in_scope": in_scope.tolist(),
 """
 
 
+@pytest.mark.slow
 def test_same_seed_identical_predictions_across_fresh_processes(tiny_encoder_dir):
     texts, labels = toy_corpus()
     payload = json.dumps([texts, labels, QUERIES, str(tiny_encoder_dir)])

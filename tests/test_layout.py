@@ -33,6 +33,7 @@ def test_serving_imports_only_runtime() -> None:
     assert leaked == [], f"serving imported {leaked}"
 
 
+@pytest.mark.slow
 def test_torch_core_does_not_import_rasa() -> None:
     probe = (
         "import sys, rasa_meta.runtime.model, rasa_meta.training.meta_train; "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import torch
@@ -15,8 +15,6 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.shared.data import TrainingType
 from rasa.shared.exceptions import InvalidConfigException
-from rasa.shared.nlu.training_data.message import Message
-from rasa.shared.nlu.training_data.training_data import TrainingData
 from rasa.utils.common import override_defaults
 
 import rasa_meta.component as component
@@ -28,21 +26,17 @@ from rasa_meta.runtime.encoder import (
     same_encoder,
 )
 from rasa_meta.runtime.model import FewShotConfig, ModelLoadError
-from tests.conftest import toy_corpus
-from tests.rasa_helpers import context, load, new_storage, parse
+from tests.rasa_helpers import (
+    context,
+    load,
+    make_config,
+    new_storage,
+    parse,
+    train,
+    train_with_own_encoder,
+)
 
 QUERIES = ["hello there", "where is my order", "refund please", "see you later", "xyz"]
-
-
-def make_config(encoder: Any, **overrides: Any) -> Dict[str, Any]:
-    return {**MetaIntentClassifier.get_default_config(), "encoder": str(encoder), **overrides}
-
-
-def train(config, storage, name="clf") -> MetaIntentClassifier:
-    texts, labels = toy_corpus()
-    clf = MetaIntentClassifier.create(config, storage, Resource(name), context())
-    clf.train(TrainingData([Message(data={"text": t, "intent": i}) for t, i in zip(texts, labels)]))
-    return clf
 
 
 def rankings(clf: MetaIntentClassifier):
@@ -86,11 +80,7 @@ def keep_thread_count(monkeypatch):
 
 
 def test_encoder_with_new_weights_at_the_same_path_is_refused(tiny_encoder_dir, tmp_path):
-    encoder = tmp_path / "my-encoder"
-    shutil.copytree(tiny_encoder_dir, encoder)
-    config = make_config(encoder)
-    storage = new_storage(tmp_path / "s")
-    train(config, storage)
+    encoder, config, storage, _ = train_with_own_encoder(tiny_encoder_dir, tmp_path)
     trained_with = json.loads(model_json(tmp_path / "s").read_text())["encoder_fingerprint"]
     assert trained_with == encoder_fingerprint(str(encoder))  # now cached in this process
 
@@ -120,11 +110,7 @@ def test_unchanged_encoder_copied_elsewhere_still_matches(tiny_encoder_dir, tmp_
 
 
 def test_model_saved_without_a_fingerprint_loads_as_before(tiny_encoder_dir, tmp_path):
-    encoder = tmp_path / "my-encoder"
-    shutil.copytree(tiny_encoder_dir, encoder)
-    config = make_config(encoder)
-    storage = new_storage(tmp_path / "s")
-    train(config, storage)
+    encoder, config, storage, _ = train_with_own_encoder(tiny_encoder_dir, tmp_path)
     rewrite_meta(tmp_path / "s", encoder_fingerprint=None, encoder_path=None)
     new_weights_same_shape(encoder)
     assert load(config, storage).model.is_trained

@@ -68,6 +68,10 @@ class MetaTrainingArguments:
 
     output_dir: str = _arg("runs/meta-encoder", "Where the checkpoint is written.")
     base_model: str = _arg(BASE_ENCODER, "Encoder to start from (HF name or directory).")
+    prompt: Optional[str] = _arg(
+        None, "Text put before every text: a prompt name the base model declares, or the text "
+        "itself (default: the base model's default prompt). Recorded in the checkpoint."
+    )
     corpora: List[str] = _arg(
         META_TRAINING_CORPORA,
         "Registered corpus names, split folders or Rasa NLU YAML files.",
@@ -218,7 +222,9 @@ def meta_train(
     )
     valid_episodes = valid_sampler.take(args.valid_episodes)
 
-    encoder = SentenceEncoder.from_pretrained(args.base_model, max_length=args.max_length)
+    encoder = SentenceEncoder.from_pretrained(
+        args.base_model, max_length=args.max_length, prompt=args.prompt
+    )
     encoder.to(device)
     trained_names = set_trainable_layers(encoder.model, args.train_layers)
     learner = MetaLearner(encoder, args.init_scale).to(device)
