@@ -7,13 +7,23 @@ CLINC150's out-of-scope messages. Traffic it does not handle (FallbackClassifier
 0.05, or confidence below the low-confidence bound) is clustered with its encoder, and each
 missing intent is scored as in the inbox's target: the share of its messages (all of them,
 also those the bot confidently mislabelled) in one cluster of >= 3 texts that is >= 80 % that
-intent. The grid is scored on `valid`; the chosen setting is reported on `test`.
+intent. The grid is scored on `valid`; the chosen setting is reported on `test`. Thresholds
+are fixed, or scaled: a factor times the bot's intent scale (how broad its own intents are).
+
+Selection: the settings within one standard error (over runs) of the best mean coverage on
+valid, at the best low-confidence bound, are equally good on the corpora. With
+``--bot-model``, example_bot's constructed traffic (tests/data/inbox_traffic.yml) is parsed
+by that trained model and clustered at every setting too: among the equally good settings,
+the one that keeps its missing intent (loyalty programme) in one cluster best is chosen,
+then the one putting the fewest out-of-scope messages into clusters. Its second topic
+(price match) is never used to choose, only reported.
 
     python scripts/inbox_clustering.py --encoder CLINC150=runs/loo/CLINC150 \
         --encoder BANKING77=runs/loo/BANKING77 --encoder TOP=runs/loo/TOP \
-        --encoder MULTIDOGO=runs/loo/MULTIDOGO --seeds 0 1 --output docs/inbox_clustering.json
+        --encoder MULTIDOGO=runs/loo/MULTIDOGO --seeds 0 1 \
+        --bot-model example_bot/models/<model>.tar.gz --output docs/inbox_clustering.json
 
-Each corpus is best read with an encoder meta-trained without it (the leave-one-out
+Each corpus is read with an encoder meta-trained without it (the leave-one-out
 checkpoints), so that its intents are new to the encoder as a bot's missing intents are.
 """
 
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 import sys
 import time
@@ -36,15 +47,19 @@ from rasa_meta.tooling.inbox_groups import (  # noqa: E402
     DEFAULT_MIN_CLUSTER_SIZE,
     LINKAGES,
     agglomerative,
+    intent_scale,
     score_groups,
 )
 from rasa_meta.training.corpus import data_root, load_split  # noqa: E402
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.30, 0.951, 0.05)]
+# thresholds relative to the bot's own intents: factor x their typical spread
+FACTORS = [round(f, 2) for f in np.arange(0.8, 2.21, 0.1)]
 LOW_CONFIDENCE = [0.0, 0.5, 0.6, 0.7, 0.8]  # 0.0: only what fell back
 FALLBACK_THRESHOLD, AMBIGUITY = 0.4, 0.05
 IN_SCOPE_PER_INTENT = 5
 MAX_OOS = 200
+TRAFFIC = Path(__file__).resolve().parent.parent / "tests" / "data" / "inbox_traffic.yml"
 
 
 def simulate(corpus: str, encoder: str, seed: int, n_missing: int, root: Path) -> Dict:
@@ -63,9 +78,12 @@ def simulate(corpus: str, encoder: str, seed: int, n_missing: int, root: Path) -
     started = time.perf_counter()
     model.fit(shots.texts, shots.labels)
     fit_seconds = time.perf_counter() - started
+    head = model.head
+    scale = intent_scale(head.support.numpy(), head.support_targets.numpy(), len(head.labels))
     out: Dict = {"corpus": corpus, "encoder": encoder, "seed": seed,
                  "bot_intents": len(bot_intents), "missing_intents": missing,
-                 "fit_seconds": round(fit_seconds, 1), "splits": {}}
+                 "fit_seconds": round(fit_seconds, 1), "intent_scale": round(scale, 4),
+                 "splits": {}}
     for split in ("valid", "test"):
         data = load_split(root / corpus / split)
         by = data.by_intent()
@@ -100,18 +118,28 @@ def simulate(corpus: str, encoder: str, seed: int, n_missing: int, root: Path) -
     return out
 
 
-def score(split: Dict, low: float, linkage: str, threshold: float) -> Dict:
-    """The inbox's target on one simulated split."""
-    conf, margin = split["confidence"], split["margin"]
-    unhandled = (conf < max(low, FALLBACK_THRESHOLD)) | (margin < AMBIGUITY)
+def unhandled_mask(conf: np.ndarray, margin: np.ndarray, low: float) -> np.ndarray:
+    return (conf < max(low, FALLBACK_THRESHOLD)) | (margin < AMBIGUITY)
+
+
+def reported_clusters(emb: np.ndarray, unhandled: np.ndarray, linkage: str,
+                      threshold: float) -> np.ndarray:
+    """Cluster id of each message; handled messages and clusters below the report's minimum
+    size get ids of their own (they are in no reported cluster)."""
     idx = np.flatnonzero(unhandled)
-    ids = np.full(len(conf), -1)
+    ids = np.full(len(unhandled), -1)
     if len(idx):
-        ids[idx] = agglomerative(split["embeddings"][idx], threshold, linkage)
-    # clusters below the report's minimum size, and handled messages, count as no cluster
+        ids[idx] = agglomerative(emb[idx], threshold, linkage)
     sizes = np.bincount(ids[idx]) if len(idx) else np.zeros(0, int)
     reported = np.array([i >= 0 and sizes[i] >= DEFAULT_MIN_CLUSTER_SIZE for i in ids])
-    final = np.where(reported, ids, -2 - np.arange(len(ids)))
+    return np.where(reported, ids, -2 - np.arange(len(ids)))
+
+
+def score(split: Dict, low: float, linkage: str, threshold: float) -> Dict:
+    """The inbox's target on one simulated split."""
+    unhandled = unhandled_mask(split["confidence"], split["margin"], low)
+    final = reported_clusters(split["embeddings"], unhandled, linkage, threshold)
+    reported = final >= 0
     result = score_groups(final, split["groups"])
     kinds = np.array(split["kinds"])
     in_scope = (kinds != "missing") & (kinds != "oos")
@@ -127,6 +155,47 @@ def score(split: Dict, low: float, linkage: str, threshold: float) -> Dict:
     }
 
 
+def bot_traffic(model_path: str) -> Dict:
+    """example_bot's constructed traffic parsed by a trained model, as the inbox parses it."""
+    import yaml
+
+    from rasa_meta.tooling.inbox import load_bot_model
+
+    traffic = yaml.safe_load(TRAFFIC.read_text(encoding="utf-8"))
+    oos_file = TRAFFIC.parents[2] / "example_bot" / "tests" / "oos_messages.txt"
+    parts = [(traffic["missing_intent_name"], traffic["missing_intent"]),
+             (traffic["check_intent_name"], traffic["check_intent"]),
+             ("oos", traffic["out_of_scope"]
+              + [t for t in oos_file.read_text(encoding="utf-8").splitlines() if t.strip()]),
+             ("in_scope", traffic["in_scope"] + traffic["openers"] + traffic["closers"])]
+    texts = [t for _, group in parts for t in group]
+    kinds = [k for k, group in parts for _ in group]
+    bot = load_bot_model(model_path)
+    parsed = bot.parse(texts, progress=False)
+    head = bot.classifier.model.head
+    return {
+        "model": model_path, "texts": texts, "kinds": kinds,
+        "unhandled_at_fallback": parsed.fell_back,
+        "confidence": parsed.confidence, "embeddings": parsed.embeddings,
+        "intent_scale": intent_scale(head.support.numpy(), head.support_targets.numpy(),
+                                     len(head.labels)),
+        "topics": [traffic["missing_intent_name"], traffic["check_intent_name"]],
+    }
+
+
+def score_bot(bot: Dict, low: float, linkage: str, threshold: float) -> Dict:
+    """Coverage of each constructed topic (all its messages), and out-of-scope messages put
+    into reported clusters."""
+    unhandled = bot["unhandled_at_fallback"] | (bot["confidence"] < low)
+    final = reported_clusters(bot["embeddings"], unhandled, linkage, threshold)
+    kinds = np.array(bot["kinds"])
+    groups = [k if k in bot["topics"] else None for k in bot["kinds"]]
+    result = score_groups(final, groups)
+    out = {topic: round(result.coverage[topic], 4) for topic in bot["topics"]}
+    out["oos_in_clusters"] = round(float((final[kinds == "oos"] >= 0).mean()), 4)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", action="append", default=[], metavar="CORPUS=ENCODER",
@@ -134,52 +203,103 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--missing", type=int, default=8,
                         help="Intents the simulated bot lacks (its traffic's new topics).")
+    parser.add_argument("--bot-model", default=None,
+                        help="A trained example_bot model: also score its constructed traffic.")
+    parser.add_argument("--cache", default=None,
+                        help="Keep the simulated bots' parses here (pickle) and reuse them.")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--output", default="docs/inbox_clustering.json")
     ns = parser.parse_args()
     root = Path(ns.data_root) if ns.data_root else data_root()
     specs = [s.split("=", 1) for s in ns.encoder] or [["CLINC150", "default"]]
-    runs = []
-    for corpus, encoder in specs:
-        for seed in ns.seeds:
-            print(f"{corpus} seed {seed}: fitting the bot ({encoder})", flush=True)
-            runs.append(simulate(corpus, encoder, seed, ns.missing, root))
+    cache = Path(ns.cache) if ns.cache else None
+    key = [specs, ns.seeds, ns.missing]
+    runs: List[Dict] = []
+    if cache is not None and cache.is_file():
+        stored = pickle.loads(cache.read_bytes())
+        if stored["key"] == key:
+            runs = stored["runs"]
+    if not runs:
+        for corpus, encoder in specs:
+            for seed in ns.seeds:
+                print(f"{corpus} seed {seed}: fitting the bot ({encoder})", flush=True)
+                runs.append(simulate(corpus, encoder, seed, ns.missing, root))
+        if cache is not None:
+            cache.write_bytes(pickle.dumps({"key": key, "runs": runs}))
+    bot = bot_traffic(ns.bot_model) if ns.bot_model else None
+    rules = [("fixed", t) for t in THRESHOLDS] + [("scaled", f) for f in FACTORS]
     grid = []
     for low in LOW_CONFIDENCE:
         for linkage in LINKAGES:
-            for threshold in THRESHOLDS:
-                row: Dict = {"low_confidence": low, "linkage": linkage,
-                             "threshold": threshold}
+            for rule, value in rules:
+                row: Dict = {"low_confidence": low, "linkage": linkage, "rule": rule,
+                             "value": value}
                 for split in ("valid", "test"):
-                    scores = [score(r["splits"][split], low, linkage, threshold) for r in runs]
+                    scores = [
+                        score(r["splits"][split], low, linkage,
+                              value if rule == "fixed" else value * r["intent_scale"])
+                        for r in runs
+                    ]
                     row[split] = {k: round(float(np.mean([s[k] for s in scores])), 4)
                                   for k in scores[0]}
-                    row[split]["per_run"] = [round(s["mean_coverage"], 4) for s in scores]
+                    per_run = [s["mean_coverage"] for s in scores]
+                    row[split]["per_run"] = [round(c, 4) for c in per_run]
+                    row[split]["standard_error"] = round(
+                        float(np.std(per_run, ddof=1) / np.sqrt(len(per_run))), 4
+                    ) if len(per_run) > 1 else 0.0
+                if bot is not None:
+                    row["example_bot"] = score_bot(
+                        bot, low, linkage,
+                        value if rule == "fixed" else min(value * bot["intent_scale"], 1.5))
                 grid.append(row)
-    # the target on valid; ties go to the lower low-confidence bound (fewer correct answers
-    # to re-read), then to the smaller threshold (tighter clusters)
     best = max(grid, key=lambda r: (round(r["valid"]["mean_coverage"], 3),
-                                    -r["low_confidence"], -r["threshold"]))
+                                    -r["low_confidence"], -r["value"]))
+    bar = best["valid"]["mean_coverage"] - best["valid"]["standard_error"]
+    plateau = [r for r in grid if r["low_confidence"] == best["low_confidence"]
+               and r["valid"]["mean_coverage"] >= bar]
+    if bot is not None:
+        topic = bot["topics"][0]
+        chosen = max(plateau, key=lambda r: (r["example_bot"][topic],
+                                             -r["valid"]["oos_in_clusters"]))
+    else:
+        chosen = min(plateau, key=lambda r: r["valid"]["oos_in_clusters"])
+    best_of = {
+        f"{rule}/{linkage}": max(
+            (r for r in grid if r["rule"] == rule and r["linkage"] == linkage
+             and r["low_confidence"] == best["low_confidence"]),
+            key=lambda r: r["valid"]["mean_coverage"])
+        for rule in ("fixed", "scaled") for linkage in LINKAGES
+    }
     report = {
         "command": "python " + " ".join(sys.argv),
-        "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
+        "protocol": " ".join(__doc__.split("\n\n")[1].split()),
+        "selection": " ".join(__doc__.split("\n\n")[2].split()),
         "fallback": {"threshold": FALLBACK_THRESHOLD, "ambiguity_threshold": AMBIGUITY},
         "min_cluster_size": DEFAULT_MIN_CLUSTER_SIZE,
         "runs": [{k: v for k, v in r.items() if k != "splits"} for r in runs],
-        "chosen_on_valid": best,
+        "example_bot": ({"model": bot["model"], "intent_scale": round(bot["intent_scale"], 4),
+                         "topics": bot["topics"]} if bot is not None else None),
+        "best_on_valid": best,
+        "one_standard_error_bar": round(bar, 4),
+        "equally_good_settings": len(plateau),
+        "chosen": chosen,
+        "best_per_rule_and_linkage": best_of,
         "grid": grid,
     }
     Path(ns.output).parent.mkdir(parents=True, exist_ok=True)
     Path(ns.output).write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(json.dumps({k: best[k] for k in ("low_confidence", "linkage", "threshold")}))
-    print("valid", best["valid"])
-    print("test ", best["test"])
-    for linkage in LINKAGES:
-        same = [r for r in grid if r["linkage"] == linkage
-                and r["low_confidence"] == best["low_confidence"]]
-        print(linkage, " ".join(f"{r['threshold']:.2f}:{r['valid']['mean_coverage']:.2f}"
-                                for r in same))
-
+    fields = ("low_confidence", "linkage", "rule", "value")
+    print("best on valid:", json.dumps({k: best[k] for k in fields}), best["valid"])
+    print(f"{len(plateau)} settings within one standard error (>= {bar:.3f})")
+    print("chosen:", json.dumps({k: chosen[k] for k in fields}))
+    for split in ("valid", "test"):
+        print(f"  {split}", {k: v for k, v in chosen[split].items() if k != "per_run"})
+    if bot is not None:
+        print("  example_bot", chosen["example_bot"])
+    for name, row in best_of.items():
+        print(f"{name:<18} {row['value']:.2f}  valid {row['valid']['mean_coverage']:.3f}  "
+              f"test {row['test']['mean_coverage']:.3f}  "
+              f"oos in clusters {row['valid']['oos_in_clusters']:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ from rasa_meta.tooling.inbox_groups import (
     agglomerative,
     candidate_name,
     cluster_embeddings,
+    intent_scale,
     intent_spread,
     normalise_text,
     prototypes,
@@ -117,6 +118,20 @@ def test_summaries_tell_more_examples_of_an_intent_from_a_new_topic():
     assert not by_truth[2].near_existing
     assert by_truth[2].similarity < 0.5 < by_truth[0].similarity
     assert sorted(c.id for c in clusters) == [1, 2, 3]
+
+
+def test_intent_scale_is_the_median_mean_distance_within_an_intent():
+    e = np.eye(4)
+    # intent 0: identical examples (0); 1 and 3: orthogonal pairs (1); 2: one example (skipped)
+    support = np.stack([e[0], e[0], e[1], e[2], e[3], e[0], e[1]])
+    targets = np.array([0, 0, 1, 1, 2, 3, 3])
+    assert intent_scale(support, targets, 4) == pytest.approx(1.0)
+    three = np.stack([e[0], e[1], e[2]])  # three mutually orthogonal examples: mean 1.0
+    assert intent_scale(three, np.zeros(3, dtype=int), 1) == pytest.approx(1.0)
+    assert intent_scale(e[:2], np.array([0, 1]), 2) == 0.5  # no intent with two examples
+    tight, truth, _ = blobs(2, 6, noise=0.05)
+    loose, _, _ = blobs(2, 6, noise=0.5)
+    assert intent_scale(tight, truth, 2) < 0.1 < intent_scale(loose, truth, 2)
 
 
 def test_review_flags_confident_predictions_whose_neighbours_disagree():
@@ -310,6 +325,7 @@ def test_unreachable_postgres_is_one_line_and_quick(tmp_path, capsys):
     assert_one_line(err, "cannot reach the SQL tracker store", "postgresql: 127.0.0.1")
 
 
+@pytest.mark.slow  # a fresh interpreter that imports Rasa
 def test_unreachable_redis_through_the_console_script_has_no_traceback(tmp_path):
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text(f"tracker_store:\n  type: redis\n  url: 127.0.0.1\n"

@@ -403,9 +403,12 @@ def _add_inbox(sub: argparse._SubParsersAction) -> None:
                    help="Answered messages below this confidence are clustered with the "
                         "fallbacks (default: the FallbackClassifier threshold raised to "
                         "at least 0.7).")
-    p.add_argument("--distance-threshold", type=float, default=defaults.distance_threshold,
-                   help="Cosine distance up to which clusters merge (higher: fewer, larger "
-                        "clusters).")
+    p.add_argument("--scale-factor", type=float, default=defaults.scale_factor,
+                   help="Clusters merge while their mean cosine distance is at most this "
+                        "factor times that within the bot's own intents (higher: fewer, "
+                        "broader clusters).")
+    p.add_argument("--distance-threshold", type=float, default=None,
+                   help="A fixed cosine distance instead of the scaled one.")
     p.add_argument("--linkage", choices=list(LINKAGES), default=defaults.linkage)
     p.add_argument("--min-cluster-size", type=int, default=defaults.min_cluster_size,
                    help="Distinct texts a cluster needs to be reported as one.")
@@ -424,7 +427,8 @@ def _run_inbox(ns: argparse.Namespace) -> int:
     options = InboxOptions(
         endpoints=Path(ns.endpoints), model=ns.model, output_dir=Path(ns.output_dir),
         since=ns.since, until=ns.until, low_confidence=ns.low_confidence,
-        distance_threshold=ns.distance_threshold, linkage=ns.linkage,
+        distance_threshold=ns.distance_threshold, scale_factor=ns.scale_factor,
+        linkage=ns.linkage,
         min_cluster_size=ns.min_cluster_size, max_examples=ns.max_examples,
         progress=not ns.no_progress,
     )
@@ -445,7 +449,7 @@ def _run_inbox(ns: argparse.Namespace) -> int:
     if len(result["clusters"]) > 10:
         print(f"  ... {len(result['clusters']) - 10} more clusters")
     print(f"{s['unclustered_messages']} messages unclustered; {s['review']} confident "
-          f"predictions to review.")
+          f"prediction(s) to review.")
     out = Path(ns.output_dir)
     print(f"Wrote {out / MARKDOWN_FILE}, {out / HTML_FILE}, {out / JSON_FILE} and "
           f"{out / DRAFT_FILE} in {result['timings']['total_seconds']:.0f} s.")

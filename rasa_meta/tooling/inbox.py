@@ -21,12 +21,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from rasa_meta.tooling.inbox_groups import (
-    DEFAULT_DISTANCE_THRESHOLD,
     DEFAULT_LINKAGE,
     DEFAULT_MAX_CLUSTER_POINTS,
     DEFAULT_MIN_CLUSTER_SIZE,
+    DEFAULT_SCALE_FACTOR,
     candidate_name,
     cluster_embeddings,
+    intent_scale,
     intent_spread,
     normalise_text,
     prototypes,
@@ -55,7 +56,8 @@ class InboxOptions:
     since: Optional[str] = None
     until: Optional[str] = None
     low_confidence: Optional[float] = None  # None: DEFAULT_LOW_CONFIDENCE or the threshold
-    distance_threshold: float = DEFAULT_DISTANCE_THRESHOLD
+    distance_threshold: Optional[float] = None  # None: scale_factor x the bot's intent scale
+    scale_factor: float = DEFAULT_SCALE_FACTOR
     linkage: str = DEFAULT_LINKAGE
     min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE
     max_examples: int = 20
@@ -251,9 +253,11 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
 
     started = time.perf_counter()
     since, until = parse_time(options.since), parse_time(options.until)
-    if options.distance_threshold <= 0 or options.distance_threshold >= 2:
-        raise InboxError("--distance-threshold is a cosine distance between 0 and 2, e.g. "
-                         f"{DEFAULT_DISTANCE_THRESHOLD}.")
+    if options.distance_threshold is not None and not 0 < options.distance_threshold < 2:
+        raise InboxError("--distance-threshold is a cosine distance between 0 and 2 "
+                         "(leave it out to scale it to the bot's intents).")
+    if options.scale_factor <= 0:
+        raise InboxError("--scale-factor must be positive.")
     traffic = read_traffic(Path(options.endpoints), since, until, progress=options.progress)
     read_seconds = time.perf_counter() - started
     bot = load_bot_model(options.model)
@@ -269,16 +273,21 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
     confident = np.flatnonzero(~(parsed.fell_back | (parsed.confidence < low)))
 
     group_started = time.perf_counter()
-    counts = distinct.counts
-    cluster_ids = cluster_embeddings(
-        parsed.embeddings[unhandled], options.distance_threshold, options.linkage,
-        options.max_cluster_points, priority=[counts[i] for i in unhandled],
-    )
     model = bot.classifier.model
     head = model.head
     support = head.support.numpy()
     targets = head.support_targets.numpy()
     intents = list(head.labels)
+    # clusters as broad as the bot's own intents, times the factor chosen on held-out data
+    scale = intent_scale(support, targets, len(intents))
+    threshold = options.distance_threshold
+    if threshold is None:
+        threshold = min(options.scale_factor * scale, 1.5)
+    counts = distinct.counts
+    cluster_ids = cluster_embeddings(
+        parsed.embeddings[unhandled], threshold, options.linkage,
+        options.max_cluster_points, priority=[counts[i] for i in unhandled],
+    )
     protos = prototypes(support, targets, len(intents))
     spread = intent_spread(support, targets, len(intents))
     clusters, leftover = summarise_clusters(
@@ -309,7 +318,10 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
                      "low_confidence": low},
         "clustering": {"method": "agglomerative", "metric": "cosine",
                        "linkage": options.linkage,
-                       "distance_threshold": options.distance_threshold,
+                       "distance_threshold": round(threshold, 4),
+                       "intent_scale": round(scale, 4),
+                       "scale_factor": (options.scale_factor
+                                        if options.distance_threshold is None else None),
                        "min_cluster_size": options.min_cluster_size},
         "training_texts": list(model.texts),
     }

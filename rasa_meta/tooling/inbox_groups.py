@@ -4,9 +4,11 @@ Everything here works on unit-length embeddings (numpy arrays) and is independen
 the inbox feeds it the bot's own encoder's vectors.
 
 Clustering is agglomerative with average linkage on cosine distance, cut at a distance
-threshold, so the number of clusters follows from the data. The method and the threshold
-were chosen on held-out intents of shared corpora (``scripts/inbox_clustering.py``,
-``docs/inbox_clustering.json``).
+threshold, so the number of clusters follows from the data. The threshold is relative to the
+bot: a factor times how broad its own intents are (:func:`intent_scale`), so a bot with broad
+intents gets broad clusters and one with fine-grained intents fine ones. Linkage, factor and
+the low-confidence bound were chosen on held-out intents of shared corpora
+(``scripts/inbox_clustering.py``, ``docs/inbox_clustering.json``, README "NLU inbox").
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# Chosen on the valid splits of held-out intents (docs/inbox_clustering.json).
+# Chosen on the valid splits of held-out intents (docs/inbox_clustering.json): the distance
+# threshold is SCALE_FACTOR x intent_scale(the bot's examples).
 DEFAULT_LINKAGE = "average"
-DEFAULT_DISTANCE_THRESHOLD = 0.5
+DEFAULT_SCALE_FACTOR = 1.4
+DEFAULT_DISTANCE_THRESHOLD = 0.5  # for tools without a bot; intent_scale's fallback x 1
 LINKAGES = ("average", "complete", "single")
 # Above this many distinct texts the tree is built on a sample and the rest is attached to
 # the nearest cluster: the linkage needs n^2/2 distances in memory.
@@ -175,6 +179,23 @@ def prototypes(support: np.ndarray, targets: np.ndarray, n_intents: int) -> np.n
     sums = np.zeros((n_intents, support.shape[1]))
     np.add.at(sums, targets, support)
     return _unit(sums / np.clip(np.bincount(targets, minlength=n_intents), 1, None)[:, None])
+
+
+def intent_scale(support: np.ndarray, targets: np.ndarray, n_intents: int) -> float:
+    """How broad the bot's intents are: the median, over intents with two or more examples,
+    of the mean cosine distance between two examples of the intent. Average linkage merges
+    clusters by exactly that quantity, so a threshold relative to it asks for clusters about
+    as broad as the intents the author wrote (0.5 if no intent has two examples)."""
+    unit = _unit(support)
+    spreads = []
+    for intent in range(n_intents):
+        rows = unit[targets == intent]
+        n = len(rows)
+        if n < 2:
+            continue
+        sims = rows @ rows.T
+        spreads.append(1.0 - (sims.sum() - np.trace(sims)) / (n * (n - 1)))
+    return float(np.median(spreads)) if spreads else 0.5
 
 
 def intent_spread(support: np.ndarray, targets: np.ndarray, n_intents: int) -> np.ndarray:

@@ -160,7 +160,9 @@ def draft_yaml(result: Dict[str, Any], max_examples: int, training_texts: Sequen
         f"these are the clusters they form.",
         "# Check every example, delete what does not belong, rename the candidate intents,",
         "# then move the blocks into data/nlu.yml. A new intent also needs a response, a",
-        "# rule or story, and an entry in domain.yml. Then: rasa train --finetune",
+        "# rule or story, and an entry in domain.yml. Then retrain: rasa train (or",
+        "# rasa train --finetune if only existing intents got examples: Rasa fine-tunes",
+        "# only on the intents the model already has).",
         'version: "3.1"',
         "nlu:",
     ]
@@ -228,6 +230,7 @@ def plot(result: Dict[str, Any], embeddings: np.ndarray, cluster_of: np.ndarray,
     # pyplot's first import logs pyparsing deprecations of matplotlib's own style files
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     clusters = result["clusters"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5),
@@ -259,10 +262,14 @@ def plot(result: Dict[str, Any], embeddings: np.ndarray, cluster_of: np.ndarray,
     left.set_yticks([])
     top = clusters[:15]
     if top:
-        labels = [f"{c['id']}: {c['name']}" for c in top][::-1]
-        values = [c["messages"] for c in top][::-1]
-        colours_bar = ["#4c72b0" if c["kind"] == "new_intent" else "#55a868" for c in top][::-1]
-        right.barh(labels, values, color=colours_bar)
+        labels = [f"{c['id']}: {c['name']}" for c in top]
+        values = [c["messages"] for c in top]
+        colours_bar = ["#4c72b0" if c["kind"] == "new_intent" else "#55a868" for c in top]
+        right.barh(range(len(top)), values, color=colours_bar, height=0.6)
+        right.set_yticks(range(len(top)))
+        right.set_yticklabels(labels)
+        right.set_ylim(max(len(top), 4) - 0.3, -0.7)  # largest on top; few clusters, slim bars
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_xlabel("messages")
         right.set_title("Clusters (blue: candidate new intent, green: near an existing one)",
                         fontsize=9)
@@ -281,9 +288,18 @@ def _md_escape(text: str) -> str:
 
 def _window(result: Dict[str, Any]) -> str:
     w = result["window"]
-    if w["since"] is None and w["until"] is None:
-        return "all stored messages"
-    return f"{w['since_utc']} to {w['until_utc']}"
+    if w["since"] is not None and w["until"] is not None:
+        return f"messages from {w['since_utc']} to {w['until_utc']}"
+    if w["since"] is not None:
+        return f"messages since {w['since_utc']}"
+    if w["until"] is not None:
+        return f"messages before {w['until_utc']}"
+    return "all stored messages"
+
+
+def _n(count: int, word: str) -> str:
+    """``1 cluster``, ``2 clusters``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -292,7 +308,7 @@ def markdown(result: Dict[str, Any]) -> str:
         "# NLU inbox",
         "",
         f"Model `{result['model']}`, tracker store {result['tracker_store']}, "
-        f"{_window(result)} (messages from {s['first_message_utc']} to "
+        f"{_window(result)} (the first at {s['first_message_utc']}, the last at "
         f"{s['last_message_utc']}).",
         "",
         f"**{s['messages']}** user messages in {s['conversations']} conversations "
@@ -300,10 +316,10 @@ def markdown(result: Dict[str, Any]) -> str:
         f"({100 * s['unhandled_share']:.0f} %) were not handled: {s['fell_back']} fell back "
         f"(FallbackClassifier threshold {result['fallback']['threshold']}), "
         f"{s['low_confidence']} had a confidence below "
-        f"{result['fallback']['low_confidence']:.2f}. They form **{s['clusters']}** clusters "
-        f"({s['clustered_messages']} messages); {s['unclustered_messages']} messages are "
-        f"unclustered. {s['review']} confident predictions disagree with their nearest "
-        f"training examples.",
+        f"{result['fallback']['low_confidence']:.2f}. They form **{_n(s['clusters'], 'cluster')}"
+        f"** ({_n(s['clustered_messages'], 'message')}); {_n(s['unclustered_messages'], 'message')}"
+        f" stay unclustered. {_n(s['review'], 'confident prediction')} disagree with their "
+        f"nearest training examples.",
         "",
         "## Clusters",
         "",
@@ -344,7 +360,9 @@ def markdown(result: Dict[str, Any]) -> str:
         "",
         f"1. Edit `{DRAFT_FILE}`: keep the examples that belong, rename candidate intents.",
         "2. Merge it into `data/nlu.yml`; give new intents a response and a rule or story.",
-        "3. `rasa train --finetune` (or `rasa train`), test, deploy, and run the inbox again.",
+        "3. Retrain: `rasa train --finetune` if only existing intents got examples, "
+        "`rasa train` for new intents (Rasa fine-tunes only on the intents the model has); "
+        "test, deploy, and run the inbox again.",
         "",
     ]
     return "\n".join(lines)
@@ -395,8 +413,8 @@ th {{ background: #f3f3f3; }} img {{ max-width: 100%; }} small {{ color: #666; }
 ({s['distinct_texts']} distinct texts). <b>{s['unhandled']}</b>
 ({100 * s['unhandled_share']:.0f} %) were not handled: {s['fell_back']} fell back,
 {s['low_confidence']} had a confidence below {result['fallback']['low_confidence']:.2f}.
-They form <b>{s['clusters']}</b> clusters ({s['clustered_messages']} messages);
-{s['unclustered_messages']} messages are unclustered.</p>
+They form <b>{_n(s['clusters'], 'cluster')}</b> ({_n(s['clustered_messages'], 'message')});
+{_n(s['unclustered_messages'], 'message')} stay unclustered.</p>
 {image}
 <h2>Clusters</h2>
 <table><tr><th>#</th><th>suggested intent</th><th>messages</th><th>conversations</th>
@@ -410,7 +428,8 @@ intent.</p>
 {review}</table>
 <h2>Next steps</h2><ol><li>Edit <code>{DRAFT_FILE}</code>: keep the examples that belong,
 rename candidate intents.</li><li>Merge it into <code>data/nlu.yml</code>; give new intents a
-response and a rule or story.</li><li><code>rasa train --finetune</code>, test, deploy, and run
+response and a rule or story.</li><li>Retrain: <code>rasa train --finetune</code> if only
+existing intents got examples, <code>rasa train</code> for new intents; test, deploy, and run
 the inbox again.</li></ol>
 </body></html>
 """
