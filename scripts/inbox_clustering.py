@@ -35,6 +35,7 @@ import pickle
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List
 
@@ -48,7 +49,10 @@ from rasa_meta.tooling.inbox_groups import (  # noqa: E402
     LINKAGES,
     agglomerative,
     intent_scale,
+    intent_spread,
+    prototypes,
     score_groups,
+    summarise_clusters,
 )
 from rasa_meta.training.corpus import data_root, load_split  # noqa: E402
 
@@ -83,7 +87,8 @@ def simulate(corpus: str, encoder: str, seed: int, n_missing: int, root: Path) -
     out: Dict = {"corpus": corpus, "encoder": encoder, "seed": seed,
                  "bot_intents": len(bot_intents), "missing_intents": missing,
                  "fit_seconds": round(fit_seconds, 1), "intent_scale": round(scale, 4),
-                 "splits": {}}
+                 "labels": list(head.labels), "support": head.support.numpy(),
+                 "targets": head.support_targets.numpy(), "splits": {}}
     for split in ("valid", "test"):
         data = load_split(root / corpus / split)
         by = data.by_intent()
@@ -196,6 +201,47 @@ def score_bot(bot: Dict, low: float, linkage: str, threshold: float) -> Dict:
     return out
 
 
+# Which clusters the report offers as more examples of an existing intent: the mean
+# similarity of their messages to the intent's prototype must reach this quantile of the
+# intent's own leave-one-out similarities ("centroid": the centroid against the lowest).
+EXISTING_RULES = ["centroid", 0.0, 0.1, 0.25, 0.5]
+
+
+def score_existing(runs: List[Dict], split: str, low: float, linkage: str, factor: float,
+                   rule) -> Dict:
+    """Precision and recall of the existing-intent suggestion at one clustering setting. A
+    cluster truly belongs to a bot intent when at least half its messages are that intent's;
+    a suggestion is right when it names that intent."""
+    right = wrong = positives = 0
+    for r in runs:
+        sp = r["splits"][split]
+        idx = np.flatnonzero(unhandled_mask(sp["confidence"], sp["margin"], low))
+        if len(idx) == 0:
+            continue
+        ids = agglomerative(sp["embeddings"][idx], factor * r["intent_scale"], linkage)
+        labels = r["labels"]
+        protos = prototypes(r["support"], r["targets"], len(labels))
+        spread = intent_spread(r["support"], r["targets"], len(labels),
+                               0.0 if rule == "centroid" else float(rule))
+        clusters, _ = summarise_clusters(sp["embeddings"][idx], ids, [1] * len(idx),
+                                         [[str(i)] for i in idx], protos, spread, labels)
+        for c in clusters:
+            kinds = Counter(sp["kinds"][idx[m]] for m in c.members)
+            top, n = kinds.most_common(1)[0]
+            truth = top if top not in ("missing", "oos") and 2 * n >= len(c.members) else None
+            positives += truth is not None
+            k = labels.index(c.nearest_intent)
+            suggested = c.similarity >= spread[k] if rule == "centroid" else c.near_existing
+            if suggested:
+                right += truth == c.nearest_intent
+                wrong += truth != c.nearest_intent
+    precision = right / (right + wrong) if right + wrong else 0.0
+    recall = right / positives if positives else 0.0
+    f05 = (1.25 * precision * recall / (0.25 * precision + recall)) if precision + recall else 0.0
+    return {"suggested": right + wrong, "right": right, "in_scope_clusters": positives,
+            "precision": round(precision, 4), "recall": round(recall, 4), "f0.5": round(f05, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", action="append", default=[], metavar="CORPUS=ENCODER",
@@ -213,7 +259,7 @@ def main() -> None:
     root = Path(ns.data_root) if ns.data_root else data_root()
     specs = [s.split("=", 1) for s in ns.encoder] or [["CLINC150", "default"]]
     cache = Path(ns.cache) if ns.cache else None
-    key = [specs, ns.seeds, ns.missing]
+    key = [specs, ns.seeds, ns.missing, "v2"]
     runs: List[Dict] = []
     if cache is not None and cache.is_file():
         stored = pickle.loads(cache.read_bytes())
@@ -270,13 +316,22 @@ def main() -> None:
             key=lambda r: r["valid"]["mean_coverage"])
         for rule in ("fixed", "scaled") for linkage in LINKAGES
     }
+    existing = []
+    if chosen["rule"] == "scaled":
+        for rule in EXISTING_RULES:
+            existing.append({"rule": rule, **{
+                split: score_existing(runs, split, chosen["low_confidence"], chosen["linkage"],
+                                      chosen["value"], rule) for split in ("valid", "test")}})
+    # a wrong suggestion puts foreign examples into an intent: precision weighs double (F0.5)
+    existing_chosen = max(existing, key=lambda e: e["valid"]["f0.5"]) if existing else None
     report = {
         "command": "python " + " ".join(sys.argv),
         "protocol": " ".join(__doc__.split("\n\n")[1].split()),
         "selection": " ".join(__doc__.split("\n\n")[2].split()),
         "fallback": {"threshold": FALLBACK_THRESHOLD, "ambiguity_threshold": AMBIGUITY},
         "min_cluster_size": DEFAULT_MIN_CLUSTER_SIZE,
-        "runs": [{k: v for k, v in r.items() if k != "splits"} for r in runs],
+        "runs": [{k: v for k, v in r.items() if k not in ("splits", "support", "targets")}
+                 for r in runs],
         "example_bot": ({"model": bot["model"], "intent_scale": round(bot["intent_scale"], 4),
                          "topics": bot["topics"]} if bot is not None else None),
         "best_on_valid": best,
@@ -284,6 +339,7 @@ def main() -> None:
         "equally_good_settings": len(plateau),
         "chosen": chosen,
         "best_per_rule_and_linkage": best_of,
+        "existing_intent_rule": {"candidates": existing, "chosen": existing_chosen},
         "grid": grid,
     }
     Path(ns.output).parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +352,8 @@ def main() -> None:
         print(f"  {split}", {k: v for k, v in chosen[split].items() if k != "per_run"})
     if bot is not None:
         print("  example_bot", chosen["example_bot"])
+    for e in existing:
+        print(f"existing-intent rule {e['rule']!s:<8} valid {e['valid']}  test {e['test']}")
     for name, row in best_of.items():
         print(f"{name:<18} {row['value']:.2f}  valid {row['valid']['mean_coverage']:.3f}  "
               f"test {row['test']['mean_coverage']:.3f}  "

@@ -25,6 +25,7 @@ from rasa_meta.tooling.inbox_groups import (
     DEFAULT_MAX_CLUSTER_POINTS,
     DEFAULT_MIN_CLUSTER_SIZE,
     DEFAULT_SCALE_FACTOR,
+    EXISTING_QUANTILE,
     candidate_name,
     cluster_embeddings,
     intent_scale,
@@ -289,7 +290,7 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
         options.max_cluster_points, priority=[counts[i] for i in unhandled],
     )
     protos = prototypes(support, targets, len(intents))
-    spread = intent_spread(support, targets, len(intents))
+    spread = intent_spread(support, targets, len(intents), EXISTING_QUANTILE)
     clusters, leftover = summarise_clusters(
         parsed.embeddings[unhandled], cluster_ids, [counts[i] for i in unhandled],
         [distinct.senders[i] for i in unhandled], protos, spread, intents,
@@ -331,6 +332,5 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
         timings={"read_seconds": read_seconds, "parse_seconds": parse_seconds,
                  "group_seconds": group_seconds,
                  "total_seconds": time.perf_counter() - started},
-        intents=intents, support_intents=[intents[t] for t in targets],
-        progress=options.progress,
+        support_intents=[intents[t] for t in targets],
     )

@@ -31,6 +31,10 @@ LINKAGES = ("average", "complete", "single")
 DEFAULT_MAX_CLUSTER_POINTS = 6000
 # A cluster smaller than this (distinct texts) is reported as unclustered messages.
 DEFAULT_MIN_CLUSTER_SIZE = 3
+# A cluster is offered as more examples of its nearest intent when its messages' mean
+# similarity to the intent's prototype reaches this quantile of the intent's own
+# leave-one-out similarities (chosen for precision on held-out data, docs/inbox_clustering.json).
+EXISTING_QUANTILE = 0.1
 # Nearest training examples consulted to review a confident prediction.
 REVIEW_NEIGHBOURS = 3
 
@@ -198,10 +202,12 @@ def intent_scale(support: np.ndarray, targets: np.ndarray, n_intents: int) -> fl
     return float(np.median(spreads)) if spreads else 0.5
 
 
-def intent_spread(support: np.ndarray, targets: np.ndarray, n_intents: int) -> np.ndarray:
-    """Per intent, the lowest similarity of one of its own examples to the mean of the others
-    (leave-one-out): how far from the prototype the intent's own data already reaches. An
-    intent with a single example gets 1.0 (nothing to compare)."""
+def intent_spread(
+    support: np.ndarray, targets: np.ndarray, n_intents: int, quantile: float = 0.0
+) -> np.ndarray:
+    """Per intent, how far from its prototype the intent's own data reaches: the ``quantile``
+    (0: the lowest) of its examples' similarity to the mean of its other examples
+    (leave-one-out). An intent with a single example gets 1.0 (nothing to compare)."""
     out = np.ones(n_intents)
     unit = _unit(support)
     for intent in range(n_intents):
@@ -210,7 +216,7 @@ def intent_spread(support: np.ndarray, targets: np.ndarray, n_intents: int) -> n
             continue
         total = rows.sum(0)
         others = _unit(total[None, :] - rows)
-        out[intent] = float((rows * others).sum(1).min())
+        out[intent] = float(np.quantile((rows * others).sum(1), quantile))
     return out
 
 
@@ -224,7 +230,8 @@ class ClusterSummary:
     senders: int
     nearest_intent: str
     similarity: float  # cosine of the cluster's centroid to that intent's prototype
-    near_existing: bool  # as close to the intent as the intent's own examples reach
+    near_existing: bool  # its messages are as close to the intent as the intent's examples
+    member_similarity: float = 0.0  # mean cosine of its messages to that prototype
     name: str = ""  # suggested intent: the existing one, or a candidate new one
     cohesion: float = 0.0  # mean cosine of the members to their centroid
 
@@ -242,9 +249,11 @@ def summarise_clusters(
     """Clusters of at least ``min_size`` distinct texts (largest first, ids renumbered from
     1) and the indices of the texts left unclustered.
 
-    A cluster is ``near_existing`` when its centroid is at least as similar to the nearest
-    intent's prototype as that intent's least typical training example is: its messages
-    read like more examples of that intent. Otherwise it is a candidate new intent.
+    A cluster is ``near_existing`` when its messages are, on average, as similar to the
+    nearest intent's prototype as that intent's own examples are to theirs (``spread``, see
+    :func:`intent_spread`): they read like more examples of that intent. Otherwise it is a
+    candidate new intent. Messages, not the centroid, are compared: a mean of many messages
+    sits closer to any prototype than a single message does.
     """
     unit = _unit(emb)
     summaries: List[ClusterSummary] = []
@@ -260,12 +269,14 @@ def summarise_clusters(
         sims = protos @ centroid if len(protos) else np.zeros(0)
         nearest = int(sims.argmax()) if len(sims) else -1
         similarity = float(sims[nearest]) if nearest >= 0 else 0.0
+        members_sim = float((unit[idx] @ protos[nearest]).mean()) if nearest >= 0 else 0.0
         summaries.append(ClusterSummary(
             id=0, members=idx.tolist(), messages=int(sum(counts[i] for i in idx)),
             senders=len(set().union(*(set(senders[i]) for i in idx))),
             nearest_intent=intents[nearest] if nearest >= 0 else "",
             similarity=similarity,
-            near_existing=bool(nearest >= 0 and similarity >= spread[nearest]),
+            near_existing=bool(nearest >= 0 and members_sim >= spread[nearest]),
+            member_similarity=members_sim,
             cohesion=float(closeness.mean()),
         ))
     summaries.sort(key=lambda s: (-s.messages, -len(s.members), s.members[0]))

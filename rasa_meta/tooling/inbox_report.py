@@ -44,6 +44,7 @@ def _cluster_dict(
         "senders": cluster.senders,
         "nearest_intent": cluster.nearest_intent,
         "similarity": round(cluster.similarity, 4),
+        "member_similarity": round(cluster.member_similarity, 4),
         "cohesion": round(cluster.cohesion, 4),
         "representatives": [{"text": texts[m], "count": counts[m]}
                             for m in cluster.members[:REPRESENTATIVES]],
@@ -186,8 +187,9 @@ def draft_yaml(result: Dict[str, Any], max_examples: int, training_texts: Sequen
         ids = ", ".join(str(c["id"]) for c in clusters)
         sims = ", ".join(f"{c['similarity']:.2f}" for c in clusters)
         n = sum(c["messages"] for c in clusters)
-        block(intent, clusters, f"# suggested examples for the existing intent '{intent}': "
-                                f"cluster {ids}, {n} messages, similarity {sims}")
+        block(intent, clusters, f"# suggested examples for the existing intent '{intent}' "
+                                f"(check them: such suggestions name the right intent about "
+                                f"half the time): cluster {ids}, {n} messages, similarity {sims}")
     for cluster in new:
         block(cluster["name"], [cluster],
               f"# candidate new intent (placeholder name): cluster {cluster['id']}, "
@@ -448,9 +450,7 @@ def write_reports(
     review: List[ReviewItem],
     max_examples: int,
     timings: Dict[str, float],
-    intents: Sequence[str],
     support_intents: Sequence[str],
-    progress: bool = True,
 ) -> Dict[str, Any]:
     """Write inbox.json, inbox.md, inbox.html, inbox.png and nlu_draft.yml; return the
     result."""
