@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 
 import pytest
@@ -296,7 +297,10 @@ def test_skipped_diet_estimate_scales_with_training_examples():
 def test_quick_benchmark_end_to_end(tmp_path):
     out = tmp_path / "bench"
     # a per-dataset encoder; the "*" fallback is never used, so it need not exist
-    result = benchmark.run_benchmark(quick=True, output_dir=out,
+    # every method in this process (Rasa and TensorFlow imported once); the child processes
+    # are tested on their own below
+    result = benchmark.run_benchmark(quick=True, output_dir=out, latency_messages=20,
+                                     warmup_messages=2, in_process=True,
                                      encoder={"CLINC150": "minilm", "*": "missing/encoder"})
 
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -308,6 +312,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     for row in data["rows"]:
         assert row["error"] is None, row
         assert row["p50_ms"] > 0 and row["p95_ms"] >= row["p50_ms"]
+        assert row["latency_messages"] == 20
         assert row["peak_rss_mb"] > 0
         if row["method"] == benchmark.BARE_FORWARD:
             continue
@@ -332,3 +337,22 @@ def test_quick_benchmark_end_to_end(tmp_path):
         assert f"| {method} |" in text
     for name in ("accuracy_vs_shots.png", "accuracy_vs_train_seconds.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_each_job_runs_in_its_own_process_which_reports_result_or_error(tmp_path, monkeypatch):
+    from rasa_meta.tooling.benchmark import isolation
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "bad").mkdir()
+    log = tmp_path / "child.log"
+    # a method no runner knows: the child reports the error, the benchmark goes on
+    bad = isolation.run_isolated({"method": "nope"}, tmp_path / "bad", log, isolate=True)
+    assert bad["error"] == "KeyError: 'nope'" and "Traceback" in log.read_text()
+    # the parent's environment is left alone (the child points Rasa's cache at its folder)
+    monkeypatch.delenv("RASA_CACHE_DIRECTORY", raising=False)
+    ok = isolation.run_isolated({"method": benchmark.BARE_FORWARD, "encoder": "minilm",
+                                 "latency_texts": ["hello", "where is my order"], "warmup": 1},
+                                tmp_path / "ok", None, isolate=True)
+    assert ok.get("error") is None and len(ok["latencies"]) == 2 and ok["peak_rss_mb"] > 0
+    assert "RASA_CACHE_DIRECTORY" not in os.environ

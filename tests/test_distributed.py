@@ -26,6 +26,7 @@ def _worker(rank: int, world: int, port: int, encoder: str, out: str) -> None:
     args = MetaTrainingArguments(
         output_dir=out, base_model=encoder, episodes=6, n_way=3, k_shot=2, q_query=2,
         eval_every=3, valid_episodes=2, valid_fraction=0.4, learning_rate=1e-3,
+        scorer_episodes=0,
     )
     meta_train(args, corpora=[word_corpus("a")])
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rasa_meta.runtime.encoder import SentenceEncoder, read_metadata
+from rasa_meta.runtime.in_scope import SCORER_FILE
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
 from rasa_meta.training.corpus import IntentCorpus
 from rasa_meta.training.meta_train import MetaTrainingArguments, meta_train
@@ -38,8 +39,11 @@ def test_meta_training_lowers_loss_and_writes_a_loadable_checkpoint(
         objective=objective, episodes=40, n_way=4, k_shot=3, q_query=3,
         learning_rate=3e-3, eval_every=10, valid_episodes=4, patience=10,
         valid_fraction=0.25, seed=0, device="cpu",
+        # the in-scope scorer trained after meta-training: once here, skipped elsewhere
+        scorer_episodes=20 if objective == "prototypical" else 0,
     )
     result = meta_train(args, corpora=[word_corpus("a")])
+    assert (result.output_dir / SCORER_FILE).is_file() == (objective == "prototypical")
     losses = [h["loss"] for h in result.history[1:]]
     assert losses[-1] < losses[0]
     meta = read_metadata(result.output_dir)
@@ -61,7 +65,7 @@ def test_delta_checkpoint_holds_only_trained_layers(tiny_encoder_dir, tmp_path):
     args = MetaTrainingArguments(
         output_dir=str(tmp_path / "delta"), base_model=str(tiny_encoder_dir),
         episodes=3, n_way=3, k_shot=2, q_query=2, eval_every=3, valid_episodes=2,
-        train_layers=1, save_delta=True, device="cpu", valid_fraction=0.4,
+        train_layers=1, save_delta=True, device="cpu", valid_fraction=0.4, scorer_episodes=0,
     )
     result = meta_train(args, corpora=[word_corpus("a")])
     from safetensors.torch import load_file
@@ -122,7 +126,7 @@ def test_a_held_out_corpus_valid_split_picks_the_step_and_keep_last_keeps_the_en
     _write_split(root / "SGD" / "valid", word_corpus("s"))
     common = dict(base_model=str(tiny_encoder_dir), n_way=4, k_shot=3, q_query=3,
                   learning_rate=3e-3, valid_episodes=2, valid_fraction=0.25, device="cpu",
-                  data_root=str(root))
+                  data_root=str(root), scorer_episodes=0)
     with pytest.raises(ValueError, match="must be left out"):
         MetaTrainingArguments(output_dir=str(tmp_path / "x"), valid_corpus="SGD",
                               **common).validate()
