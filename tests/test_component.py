@@ -15,6 +15,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from rasa_meta import __version__
 from rasa_meta.component import MetaIntentClassifier
+from rasa_meta.runtime.model import FewShotConfig
 from tests.conftest import TOY_DATA, toy_corpus
 from tests.rasa_helpers import (
     context,
@@ -227,6 +228,29 @@ def test_training_data_without_text_is_ignored(config, storage):
 def test_invalid_config_names_the_key(config, storage, override, key):
     with pytest.raises(InvalidConfigException, match=key):
         MetaIntentClassifier.create({**config, **override}, storage, Resource("x"), context())
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("head", "knn", "'head' must be one of"),
+        ("finetune_layers", -3, "'finetune_layers' must be a whole number >= 0, or -1"),
+        ("finetune_objective", "triplet", "'finetune_objective' must be one of"),
+        ("batch_size", 0, "'batch_size' must be a whole number >= 1"),
+        ("finetune_learning_rate", 0, "'finetune_learning_rate' must be a positive number"),
+        ("encoder_prompt", 3, "'encoder_prompt' must be text"),
+        ("oos_quantile", 0.7, "'oos_quantile' must be between 0 and 0.5"),
+        ("device", "tpu", "device 'tpu' is unknown"),
+        ("encoder", "./does/not/exist", "does not exist"),
+    ],
+)
+def test_validation_lives_with_the_config_dataclass(tiny_encoder_dir, field, value, message):
+    FewShotConfig(encoder=str(tiny_encoder_dir)).validate()
+    config = FewShotConfig(**{"encoder": str(tiny_encoder_dir), field: value})
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    if field == "encoder":  # the path is only checked where the encoder is needed
+        config.validate(check_encoder=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
