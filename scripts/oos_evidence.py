@@ -31,8 +31,11 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", nargs="+", type=int, default=[1],
                    help="Inner-loop epochs at `rasa train` (1: the default, 0: frozen).")
+    p.add_argument("--calibrations", nargs="+", default=["held_out"],
+                   help="oos_calibration values to compare (held_out: the default).")
     p.add_argument("--methods", nargs="+", default=["learned", "similarity"])
-    p.add_argument("--default-threshold", type=float, default=0.5)
+    p.add_argument("--default-threshold", type=float, default=0.4,
+                   help="The FallbackClassifier threshold the README recommends.")
     p.add_argument("--cache-dir", default="runs/embeddings")
     p.add_argument("--output", required=True)
     ns = p.parse_args()
@@ -45,12 +48,15 @@ def main() -> None:
     for task, epochs in tqdm(jobs, desc=f"OOS {ns.dataset}"):
         floors = {f"in-scope >= {100 * TARGET_FLOORS[task.shots]:.0f}%":
                   TARGET_FLOORS[task.shots]} if task.shots in TARGET_FLOORS else {}
+        # with a frozen encoder the examples' leave-one-out scores are already held out
+        calibrations = ns.calibrations if epochs > 0 else ["leave_one_out"]
         new = evaluate_task(task, encoder, {"epochs": epochs}, ns.methods,
-                            ns.default_threshold, floors, ns.cache_dir)
+                            ns.default_threshold, floors, ns.cache_dir, calibrations)
         for row in new:
             row["command"] = "python scripts/oos_evidence.py " + " ".join(sys.argv[1:])
             op = row["operating_points"]
             print(f"{task.dataset} {task.oos} {task.shots}-shot seed {task.seed} epochs {epochs} "
+                  f"{row['config']['oos_calibration']} "
                   f"{row['in_scope_method']}: test AUROC {op['no fallback']['auroc']:.3f} | "
                   f"default t: in {op['default threshold']['in_scope_accuracy']:.3f} "
                   f"rec {op['default threshold']['oos_recall']:.3f} | no fallback in "

@@ -227,3 +227,72 @@ def test_a_scorer_beside_the_weights_leaves_the_encoder_fingerprint_alone(
     assert compute_encoder_fingerprint(str(target)) == before
     (target / "config.json").write_text((target / "config.json").read_text() + " ")
     assert compute_encoder_fingerprint(str(target)) != before  # the weights' side still counts
+
+
+# --- calibration on held-out examples when the inner loop adapts the encoder ---------------
+
+
+def test_held_out_split_takes_one_example_of_each_intent_that_has_two():
+    from rasa_meta.runtime.model import held_out_split
+
+    labels = ["a", "a", "a", "b", "b", "c"]
+    held = held_out_split(labels, seed=3)
+    assert held == held_out_split(labels, seed=3)  # seeded
+    assert sorted(labels[i] for i in held) == ["a", "b"]  # "c" has a single example
+    assert len(set(held)) == 2
+
+
+def test_held_out_scores_treat_examples_as_new_and_set_the_scale(trained, toy_corpora):
+    from rasa_meta.runtime.in_scope import HeldOutScores, SimilarityCalibrator
+
+    corpus = toy_corpora["corpus_2"]
+    names = sorted(corpus)[:4]
+    head = PrototypeHead(0.05).fit(torch.cat([corpus[n][:4] for n in names]),
+                                   [n for n in names for _ in range(4)])
+    new = torch.cat([corpus[n][4:6] for n in names])
+    new_labels = [n for n in names for _ in range(2)]
+    held = HeldOutScores.of(head, torch.cat([new, corpus[sorted(corpus)[5]][:2]]),
+                            new_labels + ["not_an_intent"] * 2)
+    assert held.features.shape == (len(new), len(FEATURES))  # unknown intents are skipped
+    own = head.similarities(new).gather(
+        1, torch.tensor([names.index(n) for n in new_labels]).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(held.similarities, own)
+    scorer = trained[0]
+    est = InScopeEstimator.fit(head, "learned", 0.2, scorer, held)
+    # the held-out examples' 20 % quantile lands at 0.5, not the leave-one-out one
+    expected = -float(torch.quantile(scorer.logits(held.features), 0.2))
+    assert est.offset == pytest.approx(expected)
+    assert est.offset != pytest.approx(InScopeEstimator.fit(head, "learned", 0.2, scorer).offset)
+    cal = SimilarityCalibrator.fit(head, 0.2, held.similarities)
+    assert cal.high == pytest.approx(float(torch.quantile(held.similarities, 0.5)))
+
+
+def test_held_out_calibration_leaves_the_adapted_model_as_it_is(tiny_encoder_dir, tmp_path,
+                                                                 trained):
+    from rasa_meta.runtime.model import FewShotIntentModel
+    from tests.conftest import toy_corpus
+
+    encoder = _write_scorer(tiny_encoder_dir, tmp_path, trained)
+    texts, labels = toy_corpus()
+    queries = ["where is my parcel", "zzz qqq 123", "hello there friend"]
+    fitted = {}
+    for calibration in ("held_out", "leave_one_out"):
+        config = FewShotConfig(encoder=str(encoder), epochs=2, head_steps=5, device="cpu",
+                               out_of_scope_detection="learned", oos_calibration=calibration)
+        model = FewShotIntentModel(config).fit(texts, labels)
+        fitted[calibration] = (model, *model.predict(queries))
+    held, loo = fitted["held_out"], fitted["leave_one_out"]
+    # the copy adapted without the held-out examples is thrown away: the same encoder change
+    # and the same prototypes, only the in-scope scale differs
+    assert held[0].delta.keys() == loo[0].delta.keys() and held[0].delta
+    assert all(torch.equal(held[0].delta[k], loo[0].delta[k]) for k in held[0].delta)
+    assert torch.equal(held[0].head.prototypes, loo[0].head.prototypes)
+    assert torch.equal(held[3], loo[3])  # similarities
+    assert held[0].held_out is not None and len(held[0].held_out.features) == len(set(labels))
+    assert loo[0].held_out is None
+    assert held[0].in_scope.offset != pytest.approx(loo[0].in_scope.offset)
+
+
+def test_oos_calibration_is_validated():
+    with pytest.raises(ValueError, match="oos_calibration"):
+        FewShotConfig(oos_calibration="heldout").validate(check_encoder=False)

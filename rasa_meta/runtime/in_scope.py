@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -202,8 +202,16 @@ class SimilarityCalibrator:
     enabled: bool = False
 
     @classmethod
-    def fit(cls, head: PrototypeHead, quantile: float = 0.05) -> SimilarityCalibrator:
-        loo = leave_one_out_similarities(head)
+    def fit(
+        cls,
+        head: PrototypeHead,
+        quantile: float = 0.05,
+        similarities: Optional[torch.Tensor] = None,
+    ) -> SimilarityCalibrator:
+        """``similarities``: held-out examples' similarity to their intent (default: the
+        head's examples, leave-one-out)."""
+        use_held_out = similarities is not None and similarities.numel() >= 2
+        loo = similarities if use_held_out else leave_one_out_similarities(head)
         if loo.numel() < 2:
             return cls()  # nothing to learn the spread from: everything counts as in scope
         high = float(torch.quantile(loo, 0.5))
@@ -227,6 +235,35 @@ class SimilarityCalibrator:
 
 
 OOS_METHODS = ("learned", "similarity")
+
+
+@dataclass
+class HeldOutScores:
+    """Examples scored by a model adapted without them: what new in-scope messages look like.
+
+    When the inner loop fine-tunes the encoder on the bot's examples, those examples sit
+    closer to their intents than any new message will, so scoring them leave-one-out would
+    set the in-scope scale too strict. ``features`` are the held-out examples' scorer features
+    against the head built from the rest; ``similarities`` their cosine to their own intent.
+    """
+
+    features: torch.Tensor
+    similarities: torch.Tensor
+
+    @classmethod
+    def of(
+        cls, head: PrototypeHead, embeddings: torch.Tensor, labels: Sequence[str]
+    ) -> HeldOutScores:
+        """Score held-out ``embeddings`` (of intents ``head`` knows) against ``head``."""
+        index = {label: i for i, label in enumerate(head.labels)}
+        keep = [i for i, label in enumerate(labels) if label in index]
+        if not keep:
+            return cls(torch.zeros(0, len(FEATURES)), torch.zeros(0))
+        emb = embeddings[keep].float()
+        targets = torch.tensor([index[labels[i]] for i in keep])
+        sims = head.similarities(emb)
+        own = sims.gather(1, targets.unsqueeze(1)).squeeze(1)
+        return cls(in_scope_features(head, emb, sims=sims), own)
 
 
 class InScopeConfigError(ValueError):
@@ -255,7 +292,10 @@ class InScopeEstimator:
         method: str,
         quantile: float = 0.05,
         scorer: Optional[InScopeScorer] = None,
+        held_out: Optional[HeldOutScores] = None,
     ) -> InScopeEstimator:
+        """``held_out``: how examples the encoder was not adapted on score; without it the
+        head's own examples are scored leave-one-out (right when the encoder is frozen)."""
         if method == "learned":
             if scorer is None:
                 raise ValueError("the learned in-scope score needs a scorer")
@@ -263,11 +303,15 @@ class InScopeEstimator:
             # The scorer ranks; the bot's own examples set the scale: the ``quantile``-th least
             # typical example (scored as if it were new) lands at 0.5, as with the similarity
             # rule, so a threshold means the same for a clean 150-intent bot or a noisy one.
-            loo = scorer.logits(leave_one_out_features(head, stats))
+            if held_out is not None and held_out.features.numel():
+                loo = scorer.logits(held_out.features)
+            else:
+                loo = scorer.logits(leave_one_out_features(head, stats))
             offset = -float(torch.quantile(loo, quantile)) if loo.numel() >= 2 else 0.0
             return cls("learned", scorer=scorer, stats=stats, offset=offset)
         if method == "similarity":
-            return cls("similarity", calibrator=SimilarityCalibrator.fit(head, quantile))
+            sims = held_out.similarities if held_out is not None else None
+            return cls("similarity", calibrator=SimilarityCalibrator.fit(head, quantile, sims))
         return cls()
 
     def confidences(

@@ -31,6 +31,7 @@ from rasa_meta.runtime.encoder import (
 from rasa_meta.runtime.heads import HEAD_TYPES, PrototypeHead, make_head
 from rasa_meta.runtime.in_scope import (
     OOS_METHODS,
+    HeldOutScores,
     InScopeConfigError,
     InScopeEstimator,
     InScopeScorer,
@@ -50,6 +51,8 @@ RETRAIN_HINT = "Retrain the model with `rasa train`."
 
 # Episode objectives of meta-training and of the inner loop at `rasa train`.
 OBJECTIVES = ("prototypical", "contrastive", "both")
+# Where the in-scope calibration is measured after the inner loop (see FewShotConfig).
+OOS_CALIBRATIONS = ("held_out", "leave_one_out")
 
 
 @dataclass
@@ -78,6 +81,10 @@ class FewShotConfig:
     # "similarity" for an encoder that ships none); "similarity": the leave-one-out rule.
     out_of_scope_detection: Union[bool, str] = True
     oos_quantile: float = 0.05
+    # How the in-scope score's scale is measured when the inner loop runs: "held_out" adapts
+    # a copy of the encoder without one example per intent and scores those (the inner loop
+    # runs twice); "leave_one_out" scores the adapted examples themselves (once; stricter).
+    oos_calibration: str = "held_out"
     random_seed: int = 42
     # Intra-op CPU threads when the model is loaded for serving: "auto" (1 per process) or N.
     num_threads: Union[str, int] = "auto"
@@ -157,6 +164,11 @@ class FewShotConfig:
                 f"'out_of_scope_detection' must be true (the learned score where the encoder "
                 f"ships one), false, 'learned' or 'similarity'; got {detection!r}."
             )
+        if self.oos_calibration not in OOS_CALIBRATIONS:
+            raise ValueError(
+                f"'oos_calibration' must be one of {list(OOS_CALIBRATIONS)}, got "
+                f"{self.oos_calibration!r}."
+            )
         quantile = self.oos_quantile
         if not (_is_number(quantile) and 0 < quantile < 0.5):
             raise ValueError(f"'oos_quantile' must be between 0 and 0.5, got {quantile!r}.")
@@ -175,6 +187,17 @@ class FewShotConfig:
                     f"{e} Set 'encoder' to an existing model directory, a Hugging Face model "
                     f"name, or 'default' for the meta-trained encoder shipped with rasa-meta."
                 ) from e
+
+
+def held_out_split(labels: Sequence[str], seed: int) -> List[int]:
+    """Indices of one example drawn (seeded) from every intent that has two or more."""
+    import random
+
+    groups: Dict[str, List[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    rng = random.Random(seed)
+    return sorted(rng.choice(idx) for _, idx in sorted(groups.items()) if len(idx) >= 2)
 
 
 def _is_number(value: Any) -> bool:
@@ -201,6 +224,8 @@ class FewShotIntentModel:
         # ``config.encoder`` resolved to. Set when the encoder is loaded, or by ``load`` to the
         # location recorded at training time when ``config.encoder`` is relative.
         self.encoder_path: Optional[str] = None
+        # How examples score under an encoder adapted without them (set by ``fit``).
+        self.held_out: Optional[HeldOutScores] = None
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -234,26 +259,53 @@ class FewShotIntentModel:
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> FewShotIntentModel:
         """Adapt to the examples: optional inner-loop fine-tuning, then prototypes."""
         texts, labels = list(texts), list(labels)
+        self.held_out = None
         if self.config.epochs > 0:
-            # training code is imported only when a bot is trained, never when one is served
-            from rasa_meta.training.inner_loop import finetune_encoder
-
-            changed = finetune_encoder(
-                self.encoder,
-                texts,
-                labels,
-                epochs=self.config.epochs,
-                learning_rate=self.config.finetune_learning_rate,
-                train_layers=self.config.finetune_layers,
-                objective=self.config.finetune_objective,
-                init_scale=1.0 / self.temperature,
-                seed=self.config.random_seed,
-            )
+            if self.config.oos_calibration == "held_out" and self.in_scope_method() != "off":
+                self.held_out = self._held_out_scores(texts, labels)
+            changed = self._finetune(texts, labels)
             if changed:  # stored in float16: the inner loop already rounded them to it
                 self.delta = {
                     k: v.half() for k, v in trainable_state(self.encoder.model, changed).items()
                 }
         return self.fit_embeddings(self.embed(texts), labels, texts)
+
+    def _finetune(self, texts: List[str], labels: List[str]) -> List[str]:
+        """The inner loop on these examples; the names of the parameters it changed."""
+        # training code is imported only when a bot is trained, never when one is served
+        from rasa_meta.training.inner_loop import finetune_encoder
+
+        return finetune_encoder(
+            self.encoder,
+            texts,
+            labels,
+            epochs=self.config.epochs,
+            learning_rate=self.config.finetune_learning_rate,
+            train_layers=self.config.finetune_layers,
+            objective=self.config.finetune_objective,
+            init_scale=1.0 / self.temperature,
+            seed=self.config.random_seed,
+        )
+
+    def _held_out_scores(self, texts: List[str], labels: List[str]) -> Optional[HeldOutScores]:
+        """Adapt a copy of the encoder without one example of each intent (of intents with 2+)
+        and score those examples as new messages: the in-scope calibration of the real run."""
+        held = held_out_split(labels, self.config.random_seed)
+        if len(held) < 2:
+            return None
+        held_set = set(held)
+        rest = [i for i in range(len(texts)) if i not in held_set]
+        model = self.encoder.model
+        original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            self._finetune([texts[i] for i in rest], [labels[i] for i in rest])
+            emb = self.embed(texts)
+        finally:
+            model.load_state_dict(original)
+        head = make_head(self.config.head, self.temperature).fit(
+            emb[rest], [labels[i] for i in rest])
+        head.refine(self.config.head_steps, self.config.head_learning_rate)
+        return HeldOutScores.of(head, emb[held], [labels[i] for i in held])
 
     def fit_embeddings(
         self, embeddings: torch.Tensor, labels: Sequence[str], texts: Sequence[str]
@@ -262,10 +314,17 @@ class FewShotIntentModel:
         self.texts = list(texts)
         self.head = make_head(self.config.head, self.temperature).fit(embeddings, list(labels))
         self.head.refine(self.config.head_steps, self.config.head_learning_rate)
-        self.in_scope = InScopeEstimator.fit(
-            self.head, self.in_scope_method(), self.config.oos_quantile, self._scorer()
-        )
+        self.in_scope = self.fit_in_scope(self.in_scope_method())
         return self
+
+    def fit_in_scope(self, method: str) -> InScopeEstimator:
+        """The in-scope estimator ``method`` gives with the fitted head (and the held-out
+        calibration, when the inner loop measured one)."""
+        assert self.head is not None, "fit_in_scope() needs a fitted head"
+        return InScopeEstimator.fit(
+            self.head, method, self.config.oos_quantile, self._scorer(),
+            self.held_out,
+        )
 
     def predict(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Confidences (n, intents), in-scope probability (n,), similarities (n, intents).

@@ -343,11 +343,16 @@ def evaluate_task(
     encoder: str,
     config_overrides: Dict = None,
     methods: Sequence[str] = ("learned", "similarity"),
-    default_threshold: float = 0.5,
+    default_threshold: float = 0.4,
     targets: Dict[str, float] = None,
     cache_dir: str = None,
+    calibrations: Sequence[str] = (),
 ) -> List[Dict[str, object]]:
     """Fit the component's model on ``task.train`` once and score valid/test.
+
+    ``calibrations``: ``oos_calibration`` values to compare on the one fitted model (the
+    held-out scores are measured once; ``leave_one_out`` ignores them); default: the
+    configured one.
 
     One row per in-scope method: the AUROC of every score candidate on valid and test, and
     for the model's confidence (what FallbackClassifier thresholds) the test metrics at
@@ -355,12 +360,16 @@ def evaluate_task(
     """
     import time
 
-    from rasa_meta.runtime.in_scope import InScopeEstimator
     from rasa_meta.runtime.model import FewShotConfig
     from rasa_meta.tooling.evaluation import cached_encode
 
-    config = FewShotConfig(encoder=encoder, device="cpu", out_of_scope_detection=False,
-                           **(config_overrides or {}))
+    # the in-scope estimator is refitted per method below; ``True`` lets ``fit`` measure the
+    # held-out calibration the component would
+    overrides = dict(config_overrides or {})
+    if "held_out" in calibrations:
+        overrides["oos_calibration"] = "held_out"
+    config = FewShotConfig(encoder=encoder, device="cpu", out_of_scope_detection=True,
+                           **overrides)
     model = FewShotIntentModel(config)
     start = time.perf_counter()
     if config.epochs == 0:  # frozen encoder: embeddings can be cached
@@ -401,9 +410,11 @@ def evaluate_task(
     for name, floor in (targets or {}).items():
         rules[name] = {"min_in_scope": floor}
     rows = []
-    for method in methods:
-        model.in_scope = InScopeEstimator.fit(model.head, method, config.oos_quantile,
-                                              model._scorer())
+    held_out = model.held_out
+    for calibration, method in [(c, m) for c in calibrations or [config.oos_calibration]
+                                for m in methods]:
+        model.held_out = held_out if calibration == "held_out" else None
+        model.in_scope = model.fit_in_scope(method)
         splits = {name: score(model, e, gold[name]) for name, e in emb.items()}
         args = (model, splits["valid"], splits["valid_oos"], splits["test"], splits["test_oos"])
         operating = {rule: evaluate_oos(*args, **kw).to_dict() for rule, kw in rules.items()}
@@ -417,7 +428,7 @@ def evaluate_task(
         rows.append({
             "dataset": task.dataset, "oos": task.oos, "shots": task.shots, "seed": task.seed,
             "encoder": encoder, "in_scope_method": method,
-            "config": dict(config_overrides or {}),
+            "config": {**(config_overrides or {}), "oos_calibration": calibration},
             "intents": len(model.labels), "train_examples": len(task.train.texts),
             "fit_seconds": round(fit_seconds, 1),
             "valid_best_threshold": choose_threshold(splits["valid"], splits["valid_oos"]),
