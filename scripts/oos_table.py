@@ -15,6 +15,15 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def calibration(r: dict) -> str:
+    """The row's ``oos_calibration`` (rows from before the option: leave-one-out)."""
+    return r.get("config", {}).get("oos_calibration", "leave_one_out")
+
+
+def variant(r: dict) -> str:
+    return f"{r['in_scope_method']}, {calibration(r).replace('_', '-')}"
+
+
 def main(path: str) -> None:
     rows = json.loads(open(path, encoding="utf-8").read())
     print("## In-scope score candidates: AUROC on valid (%)\n")
@@ -56,7 +65,7 @@ def main(path: str) -> None:
         op = r["operating_points"]
         target = next((v for k, v in op.items() if k.startswith("in-scope >=")), None)
         print(
-            f"| {r['dataset']} | {r['oos']} | {r['shots']} | {r['in_scope_method']} "
+            f"| {r['dataset']} | {r['oos']} | {r['shots']} | {variant(r)} "
             f"| {pct(op['no fallback']['in_scope_accuracy'])} "
             f"| {pct(op['default threshold']['in_scope_accuracy'])} / "
             f"{pct(op['default threshold']['oos_recall'])} "
@@ -79,29 +88,56 @@ def default_threshold_section(rows: list, max_drop: float = 0.03) -> None:
     print("| method | threshold | tasks | test: mean in-scope drop | worst drop | mean OOS recall "
           "| lowest recall |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for method in sorted({r["in_scope_method"] for r in rows}):
-        mine = [r for r in rows if r["in_scope_method"] == method and "threshold_sweep" in r]
+    for name in sorted({variant(r) for r in rows}):
+        mine = [r for r in rows if variant(r) == name and "threshold_sweep" in r]
         if not mine:
             continue
         grid = sorted(mine[0]["threshold_sweep"]["valid"], key=float)
-
-        def drop(r: dict, split: str, t: str) -> float:
-            return (r["operating_points"]["no fallback"]["in_scope_accuracy"] if split == "test"
-                    else r["valid_at_default"]["no_fallback"]) - \
-                r["threshold_sweep"][split][t]["in_scope_accuracy"]
-
         ok = [t for t in grid if all(drop(r, "valid", t) <= max_drop + 1e-9 for r in mine)]
         if not ok:
-            print(f"| {method} | none | {len(mine)} | | | | |")
+            print(f"| {name} | none | {len(mine)} | | | | |")
             continue
         t = ok[-1]
         drops = [drop(r, "test", t) for r in mine]
         recalls = [r["threshold_sweep"]["test"][t]["oos_recall"] for r in mine]
-        print(f"| {method} | {float(t):.2f} | {len(mine)} | {pct(mean(drops))} "
+        print(f"| {name} | {float(t):.2f} | {len(mine)} | {pct(mean(drops))} "
               f"| {pct(max(drops))} | {pct(mean(recalls))} | {pct(min(recalls))} |")
+
+
+def drop(r: dict, split: str, t: str) -> float:
+    """In-scope accuracy lost at threshold ``t`` against no fallback."""
+    return (r["operating_points"]["no fallback"]["in_scope_accuracy"] if split == "test"
+            else r["valid_at_default"]["no_fallback"]) - \
+        r["threshold_sweep"][split][t]["in_scope_accuracy"]
+
+
+def recommended_threshold_section(rows: list, threshold: str = "0.4") -> None:
+    """Every task at the recommended FallbackClassifier threshold, on valid and test."""
+    print(f"\n## At the recommended threshold ({threshold}): in-scope accuracy drop against no "
+          f"fallback / OOS recall (%)\n")
+    print("Target: a drop of at most 3 points with OOS recall of at least 60 % on every task.\n")
+    names = sorted({variant(r) for r in rows})
+    print("| dataset | OOS kind | shots | " + " | ".join(
+        f"{n}: valid | {n}: test" for n in names) + " |")
+    print("|---|---|---|" + "---:|---:|" * len(names))
+    tasks = {}
+    for r in rows:
+        tasks.setdefault((r["dataset"], r["oos"], r["shots"], r["seed"]), {})[variant(r)] = r
+    for (dataset, oos, shots, _), by in tasks.items():
+        cells = []
+        for n in names:
+            r = by.get(n)
+            if r is None:
+                cells += ["–", "–"]
+                continue
+            for split in ("valid", "test"):
+                recall = r["threshold_sweep"][split][threshold]["oos_recall"]
+                cells.append(f"{pct(drop(r, split, threshold))} / {pct(recall)}")
+        print(f"| {dataset} | {oos} | {shots} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
     source = sys.argv[1] if len(sys.argv) > 1 else "docs/oos_evidence.json"
     main(source)
     default_threshold_section(json.loads(open(source, encoding="utf-8").read()))
+    recommended_threshold_section(json.loads(open(source, encoding="utf-8").read()))
