@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--default-threshold", type=float, default=0.4,
                    help="The FallbackClassifier threshold the README recommends.")
     p.add_argument("--cache-dir", default="runs/embeddings")
+    p.add_argument("--raw-dir", default="runs/oos_raw",
+                   help="Fitted heads and embeddings per task, for studying calibration rules.")
     p.add_argument("--output", required=True)
     ns = p.parse_args()
     dataset, _, encoder = ns.encoder.partition("=")
@@ -51,7 +53,9 @@ def main() -> None:
         # with a frozen encoder the examples' leave-one-out scores are already held out
         calibrations = ns.calibrations if epochs > 0 else ["leave_one_out"]
         new = evaluate_task(task, encoder, {"epochs": epochs}, ns.methods,
-                            ns.default_threshold, floors, ns.cache_dir, calibrations)
+                            ns.default_threshold, floors, ns.cache_dir, calibrations,
+                            f"{ns.raw_dir}/{task.dataset}_{task.oos.replace(' ', '-')}_"
+                            f"{task.shots}_{task.seed}_e{epochs}.pt" if ns.raw_dir else None)
         for row in new:
             row["command"] = "python scripts/oos_evidence.py " + " ".join(sys.argv[1:])
             op = row["operating_points"]

@@ -347,12 +347,14 @@ def evaluate_task(
     targets: Dict[str, float] = None,
     cache_dir: str = None,
     calibrations: Sequence[str] = (),
+    raw_file: str = None,
 ) -> List[Dict[str, object]]:
     """Fit the component's model on ``task.train`` once and score valid/test.
 
     ``calibrations``: ``oos_calibration`` values to compare on the one fitted model (the
     held-out scores are measured once; ``leave_one_out`` ignores them); default: the
-    configured one.
+    configured one. ``raw_file``: where to save the fitted head, the held-out scores and
+    every split's embeddings, to study other calibration rules without refitting.
 
     One row per in-scope method: the AUROC of every score candidate on valid and test, and
     for the model's confidence (what FallbackClassifier thresholds) the test metrics at
@@ -388,6 +390,13 @@ def evaluate_task(
            "valid_oos": encode(task.valid_oos), "test_oos": encode(task.test_oos)}
     gold = {"valid": task.valid.labels, "test": task.test.labels,
             "valid_oos": [None] * len(task.valid_oos), "test_oos": [None] * len(task.test_oos)}
+    if raw_file:
+        from pathlib import Path
+
+        Path(raw_file).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"head": model.head, "held_out": model.held_out, "embeddings": emb,
+                    "gold": gold, "scorer": model._scorer(), "config": asdict(config)},
+                   raw_file)
     candidates = {name: candidate_scores(model, e) for name, e in emb.items()}
     aurocs = {
         split: {c: auroc(candidates[split][c], candidates[f"{split}_oos"][c])
