@@ -1,6 +1,8 @@
 """example_bot's held-out paraphrases and off-topic messages, with and without the inner loop.
 
 Usage: python scripts/example_bot_check.py --epochs 0 1 --out docs/example_bot_inner_loop.json
+       python scripts/example_bot_check.py --epochs 1 --calibrations held_out leave_one_out \
+           --out docs/example_bot_calibration.json
 
 The model is fitted exactly as the component fits it (default config, CPU); a prediction
 counts as answered when its confidence reaches FallbackClassifier's 0.4 (example_bot's).
@@ -22,6 +24,8 @@ BOT = Path(__file__).resolve().parent.parent / "example_bot"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--calibrations", nargs="+", default=["leave_one_out"],
+                    help="oos_calibration values (with the inner loop on).")
     ap.add_argument("--threshold", type=float, default=0.4)
     ap.add_argument("--out", default="docs/example_bot_inner_loop.json")
     ns = ap.parse_args()
@@ -30,9 +34,11 @@ def main() -> None:
     off_topic = [ln.strip() for ln in (BOT / "tests" / "oos_messages.txt").read_text()
                  .splitlines() if ln.strip()]
     rows = []
-    for epochs in ns.epochs:
+    runs = [(e, c) for e in ns.epochs for c in (ns.calibrations if e > 0 else ["leave_one_out"])]
+    for epochs, calibration in runs:
         start = time.perf_counter()
-        model = FewShotIntentModel(FewShotConfig(epochs=epochs, device="cpu"))
+        model = FewShotIntentModel(FewShotConfig(epochs=epochs, device="cpu",
+                                                 oos_calibration=calibration))
         model.fit(train.texts, train.labels)
         seconds = time.perf_counter() - start
         probs, _, _ = model.predict(held_out.texts)
@@ -42,6 +48,7 @@ def main() -> None:
         oos_conf = model.predict(off_topic)[0].max(1).values.tolist()
         rows.append({
             "epochs": epochs,
+            "oos_calibration": calibration,
             "fit_seconds": round(seconds, 1),
             "paraphrases": len(held_out),
             "paraphrases_argmax_correct": sum(p == g for p, g in zip(pred, held_out.labels)),
@@ -53,7 +60,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     Path(ns.out).write_text(json.dumps({
         "command": "python scripts/example_bot_check.py --epochs "
-                   + " ".join(map(str, ns.epochs)),
+                   + " ".join(map(str, ns.epochs)) + " --calibrations " + " ".join(ns.calibrations),
         "threshold": ns.threshold, "rows": rows}, indent=1))
 
 

@@ -31,8 +31,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", nargs="+", type=int, default=[1],
                    help="Inner-loop epochs at `rasa train` (1: the default, 0: frozen).")
-    p.add_argument("--calibrations", nargs="+", default=["held_out"],
-                   help="oos_calibration values to compare (held_out: the default).")
+    p.add_argument("--calibrations", nargs="+", default=["leave_one_out"],
+                   help="oos_calibration values to compare (leave_one_out: the default).")
     p.add_argument("--methods", nargs="+", default=["learned", "similarity"])
     p.add_argument("--default-threshold", type=float, default=0.4,
                    help="The FallbackClassifier threshold the README recommends.")
