@@ -241,10 +241,11 @@ OOS_METHODS = ("learned", "similarity")
 class HeldOutScores:
     """Examples scored by a model adapted without them: what new in-scope messages look like.
 
-    When the inner loop fine-tunes the encoder on the bot's examples, those examples sit
-    closer to their intents than any new message will, so scoring them leave-one-out would
-    set the in-scope scale too strict. ``features`` are the held-out examples' scorer features
-    against the head built from the rest; ``similarities`` their cosine to their own intent.
+    When the inner loop fine-tunes the encoder on the bot's examples, the encoder has seen
+    every example that leave-one-out scoring treats as new; held-out examples are scored the
+    way new messages are, at the cost of a second inner loop. ``features`` are the held-out
+    examples' scorer features against the head built from the rest; ``similarities`` their
+    cosine to their own intent.
     """
 
     features: torch.Tensor
