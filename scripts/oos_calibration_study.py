@@ -14,7 +14,8 @@ own examples only:
   an encoder adapted without them);
 - ``shifted q``: the leave-one-out q-quantile, moved by how much lower the held-out examples'
   median logit is than the leave-one-out median (the tail's shape from every example, the
-  inner loop's optimism from the held-out ones).
+  inner loop's optimism from the held-out ones);
+- ``lenient q``: whichever of the leave-one-out and held-out q-quantiles falls back less.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def rules() -> Dict[str, Callable]:
         out[f"held_out {q}"] = lambda loo, held, q=q: -float(torch.quantile(held, q))
         out[f"shifted {q}"] = lambda loo, held, q=q: -float(
             torch.quantile(loo, q) + held.median() - loo.median())
+        out[f"lenient {q}"] = lambda loo, held, q=q: max(
+            -float(torch.quantile(loo, q)), -float(torch.quantile(held, q)))
     return out
 
 
