@@ -24,8 +24,7 @@ def variant(r: dict) -> str:
     return f"{r['in_scope_method']}, {calibration(r).replace('_', '-')}"
 
 
-def main(path: str) -> None:
-    rows = json.loads(open(path, encoding="utf-8").read())
+def main(rows: list) -> None:
     print("## In-scope score candidates: AUROC on valid (%)\n")
     print("In-scope vs out-of-scope messages, then right answers vs (wrong answers + OOS), "
           "the model fitted as `rasa train` fits it (inner loop on).\n")
@@ -138,6 +137,7 @@ def recommended_threshold_section(rows: list, threshold: str = "0.4") -> None:
 
 if __name__ == "__main__":
     source = sys.argv[1] if len(sys.argv) > 1 else "docs/oos_evidence.json"
-    main(source)
-    default_threshold_section(json.loads(open(source, encoding="utf-8").read()))
-    recommended_threshold_section(json.loads(open(source, encoding="utf-8").read()))
+    evidence = json.loads(open(source, encoding="utf-8").read())
+    main(evidence)
+    default_threshold_section(evidence)
+    recommended_threshold_section(evidence)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -194,8 +195,6 @@ class FewShotConfig:
 
 def held_out_split(labels: Sequence[str], seed: int) -> List[int]:
     """Indices of one example drawn (seeded) from every intent that has two or more."""
-    import random
-
     groups: Dict[str, List[int]] = {}
     for i, label in enumerate(labels):
         groups.setdefault(label, []).append(i)
