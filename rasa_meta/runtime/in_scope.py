@@ -19,12 +19,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from rasa_meta.runtime.heads import PrototypeHead
+from rasa_meta.runtime.traffic_share import IN_SCOPE_MAP, RIGHT_MAP, right_logit
 
 SCORER_FILE = "in_scope_scorer.json"
 
@@ -276,8 +277,10 @@ class InScopeEstimator:
     """A bot's in-scope score, as configured by ``out_of_scope_detection``.
 
     ``learned``: the meta-trained scorer with this bot's statistics; the top intent's
-    confidence becomes the probability that it is right (the other intents keep their ratio
-    to it). ``similarity``: the leave-one-out rule. ``off``: every message is in scope.
+    confidence becomes the probability that it is right for traffic with
+    ``out_of_scope_share`` out of scope (:mod:`rasa_meta.runtime.traffic_share`; the other
+    intents keep their ratio to it). ``similarity``: the leave-one-out rule. ``off``: every
+    message is in scope.
     """
 
     method: str = "off"
@@ -285,6 +288,10 @@ class InScopeEstimator:
     scorer: Optional[InScopeScorer] = None
     stats: Optional[BotStatistics] = None
     offset: float = 0.0  # added to the scorer's logit: the bot's own calibration
+    # None: a model saved before the share existed, whose confidence is sigmoid(logit).
+    out_of_scope_share: Optional[float] = None
+    right_map: Tuple[float, float] = RIGHT_MAP
+    in_scope_map: Tuple[float, float] = IN_SCOPE_MAP
 
     @classmethod
     def fit(
@@ -294,9 +301,11 @@ class InScopeEstimator:
         quantile: float = 0.05,
         scorer: Optional[InScopeScorer] = None,
         held_out: Optional[HeldOutScores] = None,
+        out_of_scope_share: Optional[float] = None,
     ) -> InScopeEstimator:
         """``held_out``: how examples the encoder was not adapted on score; without it the
-        head's own examples are scored leave-one-out (right when the encoder is frozen)."""
+        head's own examples are scored leave-one-out (right when the encoder is frozen).
+        ``out_of_scope_share``: the traffic the learned confidence is a probability for."""
         if method == "learned":
             if scorer is None:
                 raise ValueError("the learned in-scope score needs a scorer")
@@ -309,7 +318,8 @@ class InScopeEstimator:
             else:
                 loo = scorer.logits(leave_one_out_features(head, stats))
             offset = -float(torch.quantile(loo, quantile)) if loo.numel() >= 2 else 0.0
-            return cls("learned", scorer=scorer, stats=stats, offset=offset)
+            return cls("learned", scorer=scorer, stats=stats, offset=offset,
+                       out_of_scope_share=out_of_scope_share)
         if method == "similarity":
             sims = held_out.similarities if held_out is not None else None
             return cls("similarity", calibrator=SimilarityCalibrator.fit(head, quantile, sims))
@@ -320,12 +330,24 @@ class InScopeEstimator:
     ) -> tuple:
         """(confidences (n, intents), in-scope score (n,)) from the head's outputs."""
         if self.method == "learned" and self.scorer is not None:
-            features = in_scope_features(head, emb, self.stats, sims, probs)
-            score = torch.sigmoid(self.scorer.logits(features) + self.offset)
+            z = self.logits(head, emb, probs, sims)
+            if self.out_of_scope_share is None:
+                score = torch.sigmoid(z)
+            else:
+                score = torch.sigmoid(right_logit(z, self.out_of_scope_share, self.right_map))
             top = probs.max(1).values.clamp(min=1e-12)
             return (probs * (score / top).unsqueeze(1)).clamp(max=1.0), score
         score = self.calibrator(sims.max(1).values)
         return probs * score.unsqueeze(1), score
+
+    def logits(
+        self, head: PrototypeHead, emb: torch.Tensor, probs: torch.Tensor, sims: torch.Tensor
+    ) -> torch.Tensor:
+        """The learned score's logit z of each message, anchored on the bot's examples: what
+        the confidence and the traffic share estimate are computed from."""
+        assert self.scorer is not None, "logits() needs the learned in-scope score"
+        features = in_scope_features(head, emb, self.stats, sims, probs)
+        return self.scorer.logits(features) + self.offset
 
     def to_dict(self) -> Dict[str, object]:
         out: Dict[str, object] = {"method": self.method}
@@ -333,6 +355,10 @@ class InScopeEstimator:
             out["scorer"] = self.scorer.to_dict() if self.scorer else None
             out["statistics"] = asdict(self.stats) if self.stats else None
             out["offset"] = self.offset
+            if self.out_of_scope_share is not None:
+                out["out_of_scope_share"] = self.out_of_scope_share
+                out["right_map"] = list(self.right_map)
+                out["in_scope_map"] = list(self.in_scope_map)
         else:
             out["calibrator"] = self.calibrator.to_dict()
         return out
@@ -344,8 +370,20 @@ class InScopeEstimator:
             s = data["statistics"]
             stats = BotStatistics(float(s["typical"]), float(s["low"]), int(s["n_intents"]),
                                   float(s["mean_shots"]))
+            share = data.get("out_of_scope_share")
             return cls("learned", scorer=InScopeScorer.from_dict(data["scorer"]), stats=stats,
-                       offset=float(data.get("offset", 0.0)))
+                       offset=float(data.get("offset", 0.0)),
+                       out_of_scope_share=None if share is None else float(share),
+                       right_map=_pair(data.get("right_map"), RIGHT_MAP),
+                       in_scope_map=_pair(data.get("in_scope_map"), IN_SCOPE_MAP))
         if method not in ("similarity", "off"):
             raise ValueError(f"unknown in-scope method '{method}'")
         return cls(method, calibrator=SimilarityCalibrator.from_dict(data["calibrator"]))
+
+
+def _pair(value: object, default: Tuple[float, float]) -> Tuple[float, float]:
+    """A saved (slope, intercept) map, or ``default`` for a model saved without one."""
+    if value is None:
+        return default
+    slope, intercept = value  # type: ignore[misc]
+    return float(slope), float(intercept)

@@ -38,6 +38,7 @@ from rasa_meta.runtime.in_scope import (
     InScopeScorer,
     SimilarityCalibrator,
 )
+from rasa_meta.runtime.traffic_share import DEFAULT_OUT_OF_SCOPE_SHARE
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,11 @@ class FewShotConfig:
     # than 3 points of in-scope accuracy on 3 of 15 tasks, held-out (one example per intent:
     # a small, noisy sample) on 8, so leave-one-out is the default, at no extra train time.
     oos_calibration: str = "leave_one_out"
+    # Share of the bot's traffic that is out of scope: the learned confidence is the
+    # probability that the top intent is right for such traffic, so FallbackClassifier 0.5
+    # fits (runtime/traffic_share.py). The default assumes customer-service traffic (36-69 %
+    # out of scope); `rasa-meta calibrate` estimates a bot's own share from its traffic.
+    out_of_scope_share: float = DEFAULT_OUT_OF_SCOPE_SHARE
     random_seed: int = 42
     # Intra-op CPU threads when the model is loaded for serving: "auto" (1 per process) or N.
     num_threads: Union[str, int] = "auto"
@@ -176,6 +182,12 @@ class FewShotConfig:
         quantile = self.oos_quantile
         if not (_is_number(quantile) and 0 < quantile < 0.5):
             raise ValueError(f"'oos_quantile' must be between 0 and 0.5, got {quantile!r}.")
+        share = self.out_of_scope_share
+        if not (_is_number(share) and 0 < share < 1):
+            raise ValueError(
+                f"'out_of_scope_share' must be a number between 0 and 1 (the share of the "
+                f"bot's messages that are out of scope), got {share!r}."
+            )
         threads = self.num_threads
         if threads != "auto" and (
             not isinstance(threads, int) or isinstance(threads, bool) or threads < 1
@@ -325,7 +337,7 @@ class FewShotIntentModel:
         assert self.head is not None, "fit_in_scope() needs a fitted head"
         return InScopeEstimator.fit(
             self.head, method, self.config.oos_quantile, self._scorer(),
-            self.held_out,
+            self.held_out, float(self.config.out_of_scope_share),
         )
 
     def predict(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

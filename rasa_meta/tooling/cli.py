@@ -1,4 +1,5 @@
-"""The ``rasa-meta`` command line: meta-train, evaluate, benchmark, check-data, inbox."""
+"""The ``rasa-meta`` command line: meta-train, evaluate, benchmark, check-data, inbox,
+calibrate."""
 
 from __future__ import annotations
 
@@ -456,6 +457,75 @@ def _run_inbox(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="Estimate how much of the bot's traffic is out of scope (no labels needed) and "
+             "print the FallbackClassifier threshold for it, for the trained model as it is.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=None,
+                   help="A trained model (.tar.gz) or a folder of them (the newest is used; "
+                        "default: models/).")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--messages", default=None,
+                        help="The bot's messages, one per line (or Rasa NLU YAML).")
+    source.add_argument("--endpoints", default=None,
+                        help="The bot's endpoints.yml: its tracker store is read, as "
+                             "`rasa-meta inbox` reads it.")
+    p.add_argument("--since", default=None,
+                   help="With --endpoints: only messages from then on (7d, 12h, an ISO date).")
+    p.add_argument("--until", default=None, help="With --endpoints: only messages before then.")
+    p.add_argument("--cost-wrong", type=float, default=1.0,
+                   help="What a wrong answer costs against a needless fallback (2: twice as "
+                        "much); the threshold is the P(right) above which answering is cheaper.")
+    p.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
+    p.add_argument("--write", default=None, metavar="CONFIG",
+                   help="Set the FallbackClassifier threshold in this config.yml (no other "
+                        "line changes).")
+
+
+def _run_calibrate(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rasa_meta.tooling.calibrate import run_calibrate, write_threshold
+    from rasa_meta.tooling.inbox_traffic import InboxError
+
+    try:
+        result = run_calibrate(
+            ns.model, Path(ns.messages) if ns.messages else None,
+            Path(ns.endpoints) if ns.endpoints else None, ns.since, ns.until, ns.cost_wrong,
+        )
+        if ns.write:
+            write_threshold(Path(ns.write), result["threshold"])
+            result["written_to"] = ns.write
+    except InboxError as e:
+        print(f"rasa-meta calibrate: {e}", file=sys.stderr)
+        return 2
+    if ns.json:
+        print(json.dumps(result))
+        return 0
+    low, high = result["interval"]
+    t_low, t_high = result["threshold_interval"]
+    where = result.get("tracker_store") or result.get("messages_file")
+    print(f"{result['messages']} messages from {where}")
+    print(f"out-of-scope share: {100 * result['out_of_scope_share']:.0f} % "
+          f"({100 * result['interval_level']:.0f} % interval {100 * low:.0f}-{100 * high:.0f} %); "
+          f"the model's confidences assume {100 * result['configured_share']:.0f} % "
+          f"(out_of_scope_share)")
+    current = result["current_threshold"]
+    print(f"FallbackClassifier threshold for this traffic: {result['threshold']:.2f} "
+          f"({t_low:.2f}-{t_high:.2f} over the interval; a wrong answer costing "
+          f"{result['cost_wrong']:g} x a fallback)"
+          + (f"; the model was trained with {current:.2f}" if current is not None else ""))
+    if ns.write:
+        print(f"Set the FallbackClassifier threshold to {result['threshold']:.2f} in {ns.write}; "
+              f"the threshold is part of the trained model: run `rasa train` to use it.")
+    else:
+        print(f"config.yml:  - name: FallbackClassifier\n    threshold: {result['threshold']:.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rasa-meta", description="Few-shot intent classification for Rasa."
@@ -469,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_check_data(sub)
     _add_inbox(sub)
+    _add_calibrate(sub)
     return parser
 
 
@@ -480,6 +551,7 @@ COMMANDS = {
     "benchmark": _run_benchmark,
     "check-data": _run_check_data,
     "inbox": _run_inbox,
+    "calibrate": _run_calibrate,
 }
 
 
