@@ -169,3 +169,24 @@ def test_write_sets_the_threshold_and_leaves_every_other_line(bot, tmp_path, cap
     changed = [(x, y) for x, y in zip(before, after) if x != y]
     assert changed == [("    threshold: 0.5\n", f"    threshold: {result['threshold']:.2f}\n")]
     assert result["written_to"] == str(config)
+
+
+def test_the_inbox_reports_the_same_estimate(bot, tmp_path, capsys):
+    now = time.time()
+    texts = IN_SCOPE[:6] + OFF_TOPIC
+    write_tracker_store(tmp_path / "rasa.db",
+                        [[(t, "greet", 0.9, now - 600 + 10 * k) for k, t in enumerate(texts)]],
+                        progress=False)
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text("tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: rasa.db\n")
+    expected = calibrate_json(capsys, "--model", str(bot), "--endpoints", str(endpoints))
+    out = tmp_path / "report"
+    code = cli_main(["inbox", "--endpoints", str(endpoints), "--model", str(bot),
+                     "--output-dir", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    share = json.loads((out / "inbox.json").read_text())["traffic_share"]
+    assert share["out_of_scope_share"] == pytest.approx(expected["out_of_scope_share"], abs=1e-6)
+    assert share["threshold"] == pytest.approx(expected["threshold"], abs=1e-6)
+    assert f"{share['threshold']:.2f}" in (out / "inbox.md").read_text()
+    assert "Out of scope (estimated)" in printed

@@ -248,6 +248,20 @@ def distinct_texts(traffic: Traffic) -> DistinctTexts:
     return DistinctTexts(texts, ids, senders)
 
 
+def traffic_share(model: Any, parsed: ParsedTexts, distinct: DistinctTexts,
+                  threshold: Optional[float]) -> Dict[str, Any]:
+    """The out-of-scope share of the messages and the threshold for it, as ``rasa-meta
+    calibrate`` reports them (every message counted, repeats included); ``error`` says why
+    there is none."""
+    from rasa_meta.tooling.calibrate import CalibrationError, logits_from_embeddings, share_report
+
+    try:
+        z, _ = logits_from_embeddings(model, parsed.embeddings)
+        return share_report(model, np.repeat(z, distinct.counts), current_threshold=threshold)
+    except CalibrationError as e:
+        return {"error": str(e)}
+
+
 def run_inbox(options: InboxOptions) -> Dict[str, Any]:
     """Read, parse, group and write the reports; returns the ``inbox.json`` content."""
     from rasa_meta.tooling.inbox_report import write_reports
@@ -325,6 +339,7 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
                                         if options.distance_threshold is None else None),
                        "min_cluster_size": options.min_cluster_size},
         "training_texts": list(model.texts),
+        "traffic_share": traffic_share(model, parsed, distinct, bot.threshold),
     }
     return write_reports(
         Path(options.output_dir), result, traffic, distinct, parsed, unhandled, confident,

@@ -304,6 +304,24 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _share_lines(share: Optional[Dict[str, Any]]) -> List[str]:
+    """The traffic's estimated out-of-scope share and its threshold (``rasa-meta calibrate``)."""
+    if not share or "error" in share:
+        return []
+    low, high = share["interval"]
+    current = share.get("current_threshold")
+    return [
+        f"Out of scope (estimated from these messages, no labels): "
+        f"**{100 * share['out_of_scope_share']:.0f} %** ({100 * share['interval_level']:.0f} % "
+        f"interval {100 * low:.0f}-{100 * high:.0f} %); the model's confidences assume "
+        f"{100 * share['configured_share']:.0f} %. FallbackClassifier threshold for this "
+        f"traffic: **{share['threshold']:.2f}**"
+        + (f" (the model uses {current:.2f})" if current is not None else "")
+        + "; `rasa-meta calibrate --write config.yml` sets it.",
+        "",
+    ]
+
+
 def markdown(result: Dict[str, Any]) -> str:
     s = result["summary"]
     lines = [
@@ -323,6 +341,7 @@ def markdown(result: Dict[str, Any]) -> str:
         f" stay unclustered. {_n(s['review'], 'confident prediction')} disagree with their "
         f"nearest training examples.",
         "",
+        *_share_lines(result.get("traffic_share")),
         "## Clusters",
         "",
         "| # | suggested intent | messages | conversations | nearest intent (similarity) | "
