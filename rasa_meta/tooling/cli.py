@@ -451,6 +451,12 @@ def _run_inbox(ns: argparse.Namespace) -> int:
         print(f"  ... {len(result['clusters']) - 10} more clusters")
     print(f"{s['unclustered_messages']} messages unclustered; {s['review']} confident "
           f"prediction(s) to review.")
+    share = result.get("traffic_share") or {}
+    if "out_of_scope_share" in share:
+        low, high = share["interval"]
+        print(f"Out of scope (estimated): {100 * share['out_of_scope_share']:.0f} % "
+              f"({100 * low:.0f}-{100 * high:.0f} %); FallbackClassifier threshold for this "
+              f"traffic: {share['threshold']:.2f} (`rasa-meta calibrate` to set it).")
     out = Path(ns.output_dir)
     print(f"Wrote {out / MARKDOWN_FILE}, {out / HTML_FILE}, {out / JSON_FILE} and "
           f"{out / DRAFT_FILE} in {result['timings']['total_seconds']:.0f} s.")
