@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -19,7 +19,12 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from rasa_meta import __version__
-from rasa_meta.runtime.encoder import EncoderNotFoundError, encoder_fingerprint, resolve_encoder
+from rasa_meta.runtime.encoder import (
+    EncoderNotFoundError,
+    encoder_fingerprint,
+    is_english_only,
+    resolve_encoder,
+)
 from rasa_meta.runtime.in_scope import InScopeConfigError
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel, ModelLoadError
 
@@ -146,6 +151,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         resource: Resource,
         execution_context: ExecutionContext,
     ) -> MetaIntentClassifier:
+        warn_if_language_unsupported(bot_language(execution_context), config.get("encoder"))
         return cls(config, model_storage, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
@@ -160,6 +166,9 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             return self._resource
         texts = [m.get(TEXT) for m in examples]
         labels = [m.get(INTENT) for m in examples]
+        texts, labels = self._without_unreadable(texts, labels)
+        if not texts:
+            return self._resource
         if self.model.is_trained:  # `rasa train --finetune`: adapt the loaded model further
             self.model.config.epochs = int(self.component_config.get("epochs", 0))
         _restore_training_threads()  # training uses all of torch's threads
@@ -173,6 +182,36 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             logger.warning(f"rasa_meta.MetaIntentClassifier: {line}")
         self.persist()
         return self._resource
+
+    def _without_unreadable(
+        self, texts: List[str], labels: List[str]
+    ) -> Tuple[List[str], List[str]]:
+        """The examples the encoder can read; a warning names the others (emoji, scripts
+        outside its vocabulary), which would all embed alike and pull their intent towards
+        every such message."""
+        unreadable = self.model.encoder.unreadable(texts)
+        if not any(unreadable):
+            return texts, labels
+        dropped: Dict[str, List[str]] = {}
+        for text, label, bad in zip(texts, labels, unreadable):
+            if bad:
+                dropped.setdefault(label, []).append(text)
+        kept = [(t, lab) for t, lab, bad in zip(texts, labels, unreadable) if not bad]
+        lost = sorted(set(dropped) - {lab for _, lab in kept})
+        shown = "; ".join(f"{lab}: {', '.join(repr(t) for t in ts[:3])}"
+                          for lab, ts in sorted(dropped.items()))
+        logger.warning(
+            f"{NAME}: {sum(map(len, dropped.values()))} example(s) are made only of characters "
+            f"the encoder '{self.model.config.encoder}' does not know (emoji, another script), "
+            f"so they are left out of training and messages like them get confidence 0 "
+            f"(FallbackClassifier answers them): {shown}."
+            + (f" Intents left without examples, never predicted: {', '.join(lost)}." if lost
+               else "")
+            + " Write such examples in words, or use an encoder whose vocabulary has them."
+        )
+        if not kept:
+            logger.warning(f"{NAME}: no readable intent examples left; skipping training.")
+        return [t for t, _ in kept], [lab for _, lab in kept]
 
     def persist(self) -> None:
         if not self.model.is_trained:
@@ -223,8 +262,10 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         if not todo or not self.model.is_trained:
             return messages
         with self._lock, torch.inference_mode():
-            emb = self.model.embed([texts[i] for i in todo])
+            batch = [texts[i] for i in todo]
+            emb = self.model.embed(batch)
             probs, in_scope, _ = self.model.predict_embeddings(emb)
+            probs, in_scope = self.model.withhold_unreadable(batch, probs, in_scope)
         labels = self.model.labels
         limit = int(self.component_config.get("ranking_length", 10))
         explain = bool(self.component_config.get("explain", False))
@@ -271,6 +312,39 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         return training_data
+
+
+def bot_language(execution_context: ExecutionContext) -> Optional[str]:
+    """The ``language`` of the bot's config.yml, which Rasa hands only to the node that reads
+    the NLU data; ``None`` where the graph has no such node (the predict graph)."""
+    schema = getattr(execution_context, "graph_schema", None)
+    node = schema.nodes.get("nlu_training_data_provider") if schema is not None else None
+    language = node.config.get("language") if node is not None else None
+    return str(language) if language else None
+
+
+_warned_languages: set = set()
+
+
+def warn_if_language_unsupported(language: Optional[str], encoder: Optional[str]) -> None:
+    """Warn once per process when a non-English bot is trained with an English-only encoder:
+    words outside its vocabulary become unknown tokens, and intents get guessed from the rest."""
+    if not language or language.lower().split("-")[0].split("_")[0] == "en":
+        return
+    if not is_english_only(encoder) or (language, str(encoder)) in _warned_languages:
+        return
+    _warned_languages.add((language, str(encoder)))
+    from rasa.shared.utils.io import raise_warning
+
+    raise_warning(
+        f"{NAME}: the bot's language is '{language}', but the encoder "
+        f"'{encoder or 'default'}' is English-only (all-MiniLM-L6-v2): words it does not know "
+        f"become unknown tokens and intents are guessed from what is left. Set `encoder:` to a "
+        f"multilingual sentence-transformers model, e.g. "
+        f"sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 (downloaded from the "
+        f"Hugging Face hub at `rasa train`), or meta-train one with `rasa-meta meta-train "
+        f"--base-model <that model>` (README: 'Other languages')."
+    )
 
 
 def _scorer_digest(config: Dict[str, Any]) -> str:

@@ -66,3 +66,41 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     BertModel(config).save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def torch_threads_at_start() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads(torch_threads_at_start):
+    """Loading a model for serving lowers torch's (process-wide) intra-op threads: every test
+    ends with the count the session started with, so no test's speed or numerics depend on
+    which tests ran before it."""
+    import sys
+
+    import torch
+
+    yield
+    if torch.get_num_threads() != torch_threads_at_start:
+        torch.set_num_threads(torch_threads_at_start)
+    component = sys.modules.get("rasa_meta.component")
+    if component is not None:  # forget the count a serving load recorded
+        component._threads_before_serving = None
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-install", action="store_true",
+                     help="also run the `install` tests (build the wheel, fresh environment)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-install"):
+        return
+    skip = pytest.mark.skip(reason="installs into a fresh environment: make test-install")
+    for item in items:
+        if "install" in item.keywords:
+            item.add_marker(skip)

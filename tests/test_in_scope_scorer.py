@@ -149,15 +149,30 @@ def test_threshold_tool_finds_the_known_optimum():
     in_scope = ScoredSplit(np.array([0.9] * 8 + [0.3, 0.2]), ["a"] * 10, ["a"] * 9 + ["b"])
     oos = ScoredSplit(np.array([0.1] * 5 + [0.5] * 5), ["a"] * 10, [None] * 10)
     # no in-scope loss allowed: anything in (0.1, 0.3] keeps the 9 right ones and rejects the
-    # five at 0.1; ties go to the lowest such score, 0.2
+    # five at 0.1; the middle of that range is recommended
     best = recommend(in_scope, oos, max_in_scope_drop=0.0)
-    assert (best.threshold, best.in_scope_accuracy, best.oos_recall) == (0.2, 0.9, 0.5)
-    # 10 points may go: 0.9 rejects every OOS message at 80 % in-scope accuracy
+    assert (best.in_scope_accuracy, best.oos_recall) == (0.9, 0.5)
+    assert (best.tied_from, best.tied_to) == (0.1, 0.3) and best.threshold == pytest.approx(0.2)
+    # 10 points may go: anything in (0.5, 0.9] rejects every OOS message at 80 % in-scope
     best = recommend(in_scope, oos, max_in_scope_drop=0.1)
-    assert (best.threshold, best.in_scope_accuracy, best.oos_recall) == (0.9, 0.8, 1.0)
+    assert (best.in_scope_accuracy, best.oos_recall) == (0.8, 1.0)
+    assert (best.tied_from, best.tied_to) == (0.5, 0.9) and best.threshold == pytest.approx(0.7)
     points = sweep(in_scope, oos, steps=11)
     assert [p.threshold for p in points][:2] == [0.0, 0.1]
     assert points[0].oos_recall == 0.0 and points[-1].in_scope_accuracy == 0.0
+
+
+def test_threshold_tool_recommends_the_middle_of_a_tie():
+    from rasa_meta.tooling.threshold import recommend
+
+    # perfectly separated: every threshold in (0.07, 0.76] is right for every message; the
+    # lowest such value would sit right next to the OOS messages
+    in_scope = ScoredSplit(np.array([0.76, 0.9, 0.95]), ["a", "b", "a"], ["a", "b", "a"])
+    oos = ScoredSplit(np.array([0.02, 0.07]), ["a", "a"], [None, None])
+    best = recommend(in_scope, oos, max_in_scope_drop=None)
+    assert (best.in_scope_accuracy, best.oos_recall) == (1.0, 1.0)
+    assert (best.tied_from, best.tied_to) == (0.07, 0.76)
+    assert best.threshold == pytest.approx((0.07 + 0.76) / 2)
 
 
 def _write_scorer(encoder_dir, tmp_path, trained):

@@ -200,6 +200,9 @@ def test_encoder_is_used_when_no_embeddings_are_given():
             calls.append(len(batch))
             return torch.stack([table[t] for t in batch])
 
+        def unreadable(self, batch):
+            return [False] * len(batch)
+
     report = build_overlap_report(texts, labels, encoder=FakeEncoder())
     assert calls == [len(texts)]
     assert report.to_dict() == build_overlap_report(texts, labels, emb).to_dict()

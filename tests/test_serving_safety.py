@@ -68,12 +68,9 @@ def new_weights_same_shape(encoder_dir: Path, seed: int = 1) -> None:
 
 
 @pytest.fixture(autouse=True)
-def keep_thread_count(monkeypatch):
-    """Loading for serving lowers torch's threads: give them back after each test."""
-    threads = torch.get_num_threads()
+def no_recorded_thread_count(monkeypatch):
+    """Each test starts as a fresh process would (conftest restores the threads after it)."""
     monkeypatch.setattr(component, "_threads_before_serving", None)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- 1. the encoder's fingerprint is checked at load ------------------------------------------

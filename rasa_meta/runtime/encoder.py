@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+
+from rasa_meta.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,21 @@ def resolve_encoder(name_or_path: Optional[str]) -> str:
     if looks_like_path:
         raise EncoderNotFoundError(f"Encoder path '{name_or_path}' does not exist.")
     return name_or_path  # a hub model name
+
+
+def is_english_only(name_or_path: Optional[str]) -> bool:
+    """Whether an encoder is all-MiniLM-L6-v2 or built on it (the default encoder, a
+    ``rasa-meta meta-train`` checkpoint over it): its vocabulary and training are English."""
+    if not name_or_path or name_or_path in (DEFAULT_ENCODER, *_BASE_ALIASES):
+        return True
+    try:
+        resolved = resolve_encoder(name_or_path)
+    except EncoderNotFoundError:
+        return False
+    if resolved == str(bundled_base_dir()):
+        return True
+    base = read_metadata(resolved).get("base_model") if Path(resolved).is_dir() else None
+    return bool(base) and base != name_or_path and is_english_only(base)
 
 
 def compute_encoder_fingerprint(name_or_path: Optional[str]) -> str:
@@ -167,6 +183,14 @@ def clean_text(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _is_punctuation(token: str) -> bool:
+    import unicodedata
+
+    # word-piece marks of WordPiece, SentencePiece and byte-level BPE vocabularies
+    text = token.lstrip("#").lstrip("\u2581").lstrip("\u0120")
+    return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -328,6 +352,22 @@ class SentenceEncoder(nn.Module):
         device = self.device
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
+    def unreadable(self, texts: Sequence[str]) -> List[bool]:
+        """Whether each text is made only of tokens the tokenizer does not know (``[UNK]``,
+        e.g. emoji or a script outside its vocabulary), with at most punctuation beside them.
+        Such texts all embed alike, so they carry no intent; empty texts are not unreadable."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if unk is None or not texts:  # byte-level tokenizers know every character
+            return [False] * len(texts)
+        ids = self.tokenizer([clean_text(t) for t in texts], add_special_tokens=False,
+                             truncation=True, max_length=self.max_length)["input_ids"]
+        out = []
+        for row in ids:
+            tokens = self.tokenizer.convert_ids_to_tokens(row)
+            known = [t for i, t in zip(row, tokens) if i != unk and not _is_punctuation(t)]
+            out.append(unk in row and not known)
+        return out
+
     def pool(self, batch: Dict[str, Any]) -> torch.Tensor:
         """One vector per text from tokenised inputs, before normalisation (differentiable:
         meta-training and the inner loop go through here)."""
@@ -355,12 +395,14 @@ class SentenceEncoder(nn.Module):
         chunks: List[torch.Tensor] = []
         starts: Iterable[int] = range(0, len(texts), batch_size)
         if show_progress:
-            starts = tqdm(starts, desc="encoding", unit="batch", leave=False)
-        with torch.inference_mode():
-            for start in starts:
-                idx = order[start : start + batch_size]
-                chunks.append(self([texts[i] for i in idx]).float().cpu())
-        self.model.train(was_training)
+            starts = progress(starts, desc="encoding", unit="batch")
+        try:
+            with torch.inference_mode():
+                for start in starts:
+                    idx = order[start : start + batch_size]
+                    chunks.append(self([texts[i] for i in idx]).float().cpu())
+        finally:  # an interrupted encode must not leave a model in training in eval mode
+            self.model.train(was_training)
         out = torch.empty(len(texts), chunks[0].shape[1])
         out[torch.tensor(order)] = torch.cat(chunks)
         return out

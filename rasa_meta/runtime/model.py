@@ -347,7 +347,23 @@ class FewShotIntentModel:
         probability, which is 1 for messages as close to an intent as its typical example.
         """
         assert self.head is not None, "predict() needs a fitted model"
-        return self.predict_embeddings(self.embed(texts))
+        confidences, in_scope, sims = self.predict_embeddings(self.embed(texts))
+        confidences, in_scope = self.withhold_unreadable(texts, confidences, in_scope)
+        return confidences, in_scope, sims
+
+    def withhold_unreadable(
+        self, texts: Sequence[str], confidences: torch.Tensor, in_scope: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Confidence 0 for every intent of a text made only of tokens the encoder does not
+        know (see :meth:`SentenceEncoder.unreadable`): all such texts embed alike, so the
+        nearest intent would be a guess, often at high confidence. FallbackClassifier takes
+        them."""
+        mask = torch.tensor(self.encoder.unreadable(texts), dtype=torch.bool)
+        if not bool(mask.any()):
+            return confidences, in_scope
+        mask = mask.to(confidences.device)
+        return (torch.where(mask.unsqueeze(1), torch.zeros_like(confidences), confidences),
+                torch.where(mask, torch.zeros_like(in_scope), in_scope))
 
     def predict_embeddings(
         self, emb: torch.Tensor

@@ -153,6 +153,10 @@ def _run_threshold(ns: argparse.Namespace) -> int:
     print(f"threshold {chosen['threshold']:.2f}:  in-scope accuracy "
           f"{100 * chosen['in_scope_accuracy']:.1f} %, "
           f"OOS recall {100 * chosen['oos_recall']:.1f} %  ({report['rule']})")
+    if chosen["tied_to"] - chosen["tied_from"] >= 0.01:
+        print(f"                  every threshold above {chosen['tied_from']:.2f} up to "
+              f"{chosen['tied_to']:.2f} gives the same: the middle is recommended, the farthest "
+              f"from the messages on either side")
     print(f"config.yml:  - name: FallbackClassifier\n    threshold: {chosen['threshold']:.2f}")
     print(f"plot and sweep: {Path(ns.output_dir) / 'threshold.png'}, "
           f"{Path(ns.output_dir) / 'threshold.json'}")

@@ -23,6 +23,9 @@ class ThresholdPoint:
     threshold: float
     in_scope_accuracy: float
     oos_recall: float
+    # thresholds in (tied_from, tied_to] give exactly this accuracy and recall
+    tied_from: Optional[float] = None
+    tied_to: Optional[float] = None
 
 
 def sweep(in_scope: ScoredSplit, oos: ScoredSplit, steps: int = 101) -> List[ThresholdPoint]:
@@ -35,9 +38,38 @@ def recommend(
     in_scope: ScoredSplit, oos: ScoredSplit, max_in_scope_drop: Optional[float] = 0.03
 ) -> ThresholdPoint:
     """The threshold with the most OOS recall that costs at most ``max_in_scope_drop`` of
-    in-scope accuracy (None: the best mean of the two)."""
+    in-scope accuracy (None: the best mean of the two).
+
+    Every threshold between two neighbouring confidences gives the same result, and often a
+    wide range does (no message scores in between): the middle of the range of thresholds
+    with exactly the chosen accuracy and recall is returned, the farthest from messages on
+    either side, with the range itself.
+    """
     t = choose_threshold(in_scope, oos, max_in_scope_drop)
-    return ThresholdPoint(t, *_rates(in_scope, oos, t))
+    low, high = tied_range(in_scope, oos, t)
+    middle = (low + high) / 2
+    return ThresholdPoint(middle, *_rates(in_scope, oos, middle), tied_from=low, tied_to=high)
+
+
+def tied_range(in_scope: ScoredSplit, oos: ScoredSplit, threshold: float) -> Tuple[float, float]:
+    """(low, high): every threshold in (low, high] gives the accuracy and recall of
+    ``threshold``. The outcome only changes at the messages' confidences, so the range runs
+    between the confidences nearest to ``threshold`` whose side changes the outcome."""
+    rates = _rates(in_scope, oos, threshold)
+    points = np.unique(np.concatenate([in_scope.confidence, oos.confidence, [0.0, 1.0]]))
+    below = points[points < threshold][::-1]
+    above = points[points > threshold]
+    low = 0.0
+    for c in below:  # thresholds just above c behave like c's upper neighbour
+        if _rates(in_scope, oos, float(c)) != rates:
+            low = float(c)
+            break
+    high = float(threshold)
+    for c in above:
+        if _rates(in_scope, oos, float(c)) != rates:
+            break
+        high = float(c)
+    return low, high
 
 
 def plot(points: Sequence[ThresholdPoint], chosen: ThresholdPoint, path: Path) -> None:
@@ -82,13 +114,13 @@ def parse_with_model(model_path: str, texts: Sequence[str]) -> ScoredSplit:
     """
     import asyncio
 
-    from rasa.core.agent import Agent
-    from tqdm.auto import tqdm
+    from rasa_meta.runtime.progress import progress
+    from rasa_meta.tooling.rasa_agent import load_agent
 
-    agent = Agent.load(model_path)
+    agent = load_agent(model_path)
 
     async def parse_all() -> List[Dict]:
-        return [await agent.parse_message(t) for t in tqdm(texts, desc="parsing", leave=False)]
+        return [await agent.parse_message(t) for t in progress(texts, desc="parsing")]
 
     confidence, predicted = [], []
     for parsed in asyncio.run(parse_all()):

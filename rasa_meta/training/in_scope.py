@@ -20,11 +20,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from rasa_meta.runtime.in_scope import FEATURES, MONOTONE, BotStatistics, InScopeScorer
 from rasa_meta.runtime.in_scope import in_scope_features as compute_features
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.progress import progress
 from rasa_meta.training.corpus import META_TRAINING_CORPORA, leave_out, load_corpus
 from rasa_meta.training.meta_train import _arg
 
@@ -188,7 +188,7 @@ def embed_corpora(
 
     rng = random.Random(seed)
     out: Dict[str, CorpusEmbeddings] = {}
-    for corpus in tqdm(corpora, desc="encoding corpora", leave=False):
+    for corpus in progress(corpora, desc="encoding corpora"):
         texts, labels = [], []
         for intent, examples in sorted(corpus.by_intent().items()):
             chosen = examples if len(examples) <= max_per_intent else rng.sample(
@@ -221,7 +221,7 @@ def train_scorer(
     rng = random.Random(seed)
     sampled: List[ScorerEpisode] = []
     attempts = 0
-    with tqdm(total=episodes, desc="scorer episodes", leave=False) as bar:
+    with progress(total=episodes, desc="scorer episodes") as bar:
         while len(sampled) < episodes and attempts < 20 * episodes:
             attempts += 1
             ep = sample_scorer_episode(embeddings, rng, config, temperature, target=target)

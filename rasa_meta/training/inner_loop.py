@@ -12,9 +12,9 @@ import random
 from typing import Dict, List, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from rasa_meta.runtime.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
+from rasa_meta.runtime.progress import progress
 from rasa_meta.training.learner import (
     MetaLearner,
     cosine_schedule,
@@ -89,7 +89,7 @@ def finetune_encoder(
     scheduler = cosine_schedule(optimizer, len(plan))
     device = encoder.device
     learner.train()
-    for ep in tqdm(plan, desc="adapting encoder", disable=not show_progress, leave=False):
+    for ep in progress(plan, desc="adapting encoder", disable=not show_progress):
         order = ep["support"] + ep["query"]
         batch = encoder.tokenize([texts[i] for i in order])
         emb, scale = learner(batch)

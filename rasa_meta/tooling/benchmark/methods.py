@@ -109,12 +109,14 @@ def run_rasa(job: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
     from rasa.shared.nlu.training_data.message import Message
     from rasa.shared.nlu.training_data.training_data import TrainingData
 
+    from rasa_meta.tooling.rasa_agent import configure_like_rasa_cli
+
     if job["method"] != DIET:  # torch and transformers: only the plugin's runs load them
         import transformers  # noqa: F401
 
         import rasa_meta.component  # noqa: F401
 
-    _configure_like_rasa_cli()
+    configure_like_rasa_cli()
     nlu_file, config_file = workdir / "nlu.yml", workdir / "config.yml"
     examples = [Message(data={TEXT: t, INTENT: lab})
                 for t, lab in zip(job["train_texts"], job["train_labels"])]
@@ -215,22 +217,6 @@ def _paired_forward(job: Dict[str, Any], agent: Any) -> Dict[str, Any]:
     parse, forward = asyncio.run(alternate(job["latency_texts"], job["warmup"]))
     return {"paired_parse_p50_ms": 1000 * percentile(parse, 50),
             "paired_forward_p50_ms": 1000 * percentile(forward, 50)}
-
-
-def _configure_like_rasa_cli() -> None:
-    """Logging and TensorFlow set up as ``rasa train``/``rasa run`` do (rasa/__main__.py).
-
-    Without it structlog prints every parse at debug level, which would be timed too.
-    """
-    import rasa.utils.io
-    import rasa.utils.tensorflow.environment as tf_env
-    from rasa.utils.common import configure_logging_and_warnings
-    from rasa.utils.log_utils import configure_structlog
-
-    configure_logging_and_warnings(None, None, warn_only_once=True, filter_repeated_logs=True)
-    tf_env.setup_tf_environment()
-    rasa.utils.io.configure_colored_logging(None)
-    configure_structlog(None)
 
 
 def run_frozen(job: Dict[str, Any], workdir: Path) -> Dict[str, Any]:

@@ -152,6 +152,8 @@ class OverlapReport:
     duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
     min_examples: int = DEFAULT_MIN_EXAMPLES
     duplicates_total: int = 0  # before capping ``duplicates`` at MAX_DUPLICATES
+    # intent -> examples made only of tokens the encoder does not know (left out at training)
+    unreadable_examples: Dict[str, List[str]] = field(default_factory=dict)
     prototype_similarity: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)),
                                              repr=False)
 
@@ -168,6 +170,7 @@ class OverlapReport:
     def has_findings(self) -> bool:
         return bool(
             self.close_pairs or self.misplaced_examples or self.duplicates or self.too_few_examples
+            or self.unreadable_examples
         )
 
     # --- output ------------------------------------------------------------------------
@@ -188,6 +191,7 @@ class OverlapReport:
             "duplicates": [d.to_dict() for d in self.duplicates],
             "duplicates_total": self.duplicates_total,
             "too_few_examples": dict(self.too_few_examples),
+            "unreadable_examples": dict(self.unreadable_examples),
             "summary": self.summary_lines(),
         }
         if include_matrix:
@@ -263,6 +267,11 @@ def build_overlap_report(
     misplaced = _misplaced(texts, emb, targets, names, prototypes, counts)
     pairs = _similar_pairs(names, proto_sim, misplaced, similarity_threshold, top_pairs)
     duplicates, total = _duplicates(texts, emb, targets, names, duplicate_threshold)
+    unreadable: Dict[str, List[str]] = {}
+    if encoder is not None:  # what training leaves out (MetaIntentClassifier.train)
+        for text, label, bad in zip(texts, labels, encoder.unreadable(texts)):
+            if bad:
+                unreadable.setdefault(label, []).append(text)
     return OverlapReport(
         intents=list(names),
         counts=count_map,
@@ -271,6 +280,7 @@ def build_overlap_report(
         duplicates=duplicates,
         too_few_examples=too_few,
         duplicates_total=total,
+        unreadable_examples=unreadable,
         prototype_similarity=proto_sim.float().numpy(),
         **settings,
     )
@@ -391,7 +401,8 @@ def training_warnings(model: Any) -> List[str]:
     if lines:
         encoder = getattr(getattr(model, "config", None), "encoder", "default")
         lines.append(
-            f"For the full report and a heatmap run: rasa-meta check-data data/ "
-            f"--encoder {encoder}"
+            f"These come from the encoder as adapted to your examples; `rasa-meta check-data "
+            f"data/ --encoder {encoder}` measures with it before adaptation, so its counts can "
+            f"differ. It gives the full report and a heatmap."
         )
     return lines

@@ -48,6 +48,14 @@ def summary_lines(report: OverlapReport, max_items: int = 3) -> List[str]:
             f"{_count(len(items), 'intent')} fewer than {report.min_examples} examples: "
             f"{shown}{_more(len(items), max_items * 2)}"
         )
+    if report.unreadable_examples:
+        items = [(lab, t) for lab, ts in sorted(report.unreadable_examples.items()) for t in ts]
+        shown = ", ".join(f"'{clip(t, 20)}' ({lab})" for lab, t in items[:max_items])
+        lines.append(
+            f"{_count(len(items), 'example')} made only of characters the encoder does not "
+            f"know (emoji, another script); training leaves them out: "
+            f"{shown}{_more(len(items), max_items)}"
+        )
     return lines
 
 
