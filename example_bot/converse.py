@@ -24,9 +24,11 @@ SCRIPT = [
     "I'd like to cancel the order I placed yesterday",
     "yes please",
     "what sizes do your sneakers run in?",
+    "is there any discount for students?",
     "my card keeps getting declined at checkout",
     "asdf qwerty zzz",
     "what's the capital of peru",
+    "what's your name?",
     "thanks for your help",
     "bye",
 ]

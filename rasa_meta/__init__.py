@@ -3,7 +3,7 @@ __version__ = "0.1.0"
 
 from typing import Any
 
-__all__ = ["MetaIntentClassifier", "__version__"]
+__all__ = ["MetaIntentClassifier", "MetaResponseSelector", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -13,4 +13,8 @@ def __getattr__(name: str) -> Any:
         from rasa_meta.component import MetaIntentClassifier
 
         return MetaIntentClassifier
+    if name == "MetaResponseSelector":
+        from rasa_meta.selector import MetaResponseSelector
+
+        return MetaResponseSelector
     raise AttributeError(f"module 'rasa_meta' has no attribute {name!r}")

@@ -14,7 +14,13 @@ from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
 from rasa.shared.exceptions import InvalidConfigException
-from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY, TEXT
+from rasa.shared.nlu.constants import (
+    INTENT,
+    INTENT_NAME_KEY,
+    INTENT_RESPONSE_KEY,
+    PREDICTED_CONFIDENCE_KEY,
+    TEXT,
+)
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
@@ -27,12 +33,17 @@ from rasa_meta.runtime.encoder import (
 )
 from rasa_meta.runtime.in_scope import InScopeConfigError
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel, ModelLoadError
+from rasa_meta.runtime.retrieval import intent_scores, response_key_scores
 
 logger = logging.getLogger(__name__)
 
 INTENT_RANKING_KEY = "intent_ranking"
 EXPLANATION_KEY = "intent_explanation"
 NAME = "rasa_meta.MetaIntentClassifier"
+# Message property (not in the parse output) with the response keys' scores, best first, for
+# MetaResponseSelector: the classifier's embedding and head answer both, so nothing is
+# encoded twice.
+RESPONSE_KEYS_PROPERTY = "rasa_meta_response_keys"
 # Options of the component itself, beyond FewShotConfig's, with their defaults.
 COMPONENT_DEFAULTS: Dict[str, Any] = {"ranking_length": 10, "explain": False, "explain_top_k": 3}
 # Keys Rasa itself puts into a component's config: the default recipe adds
@@ -107,6 +118,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         # torch modules are not guaranteed re-entrant; Rasa's server may call process()
         # from several threads, so inference is serialised per component.
         self._lock = threading.Lock()
+        self._has_response_selector = True  # set from the graph by create()
 
     # --- configuration -------------------------------------------------------------------
 
@@ -152,7 +164,9 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         execution_context: ExecutionContext,
     ) -> MetaIntentClassifier:
         warn_if_language_unsupported(bot_language(execution_context), config.get("encoder"))
-        return cls(config, model_storage, resource)
+        clf = cls(config, model_storage, resource)
+        clf._has_response_selector = has_response_selector(execution_context)
+        return clf
 
     def train(self, training_data: TrainingData) -> Resource:
         examples = [
@@ -165,7 +179,9 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
             )
             return self._resource
         texts = [m.get(TEXT) for m in examples]
-        labels = [m.get(INTENT) for m in examples]
+        # retrieval intents are learnt per response key (faq/ask_hours), reported per intent
+        labels = [m.get(INTENT_RESPONSE_KEY) or m.get(INTENT) for m in examples]
+        self._warn_if_no_selector(training_data)
         texts, labels = self._without_unreadable(texts, labels)
         if not texts:
             return self._resource
@@ -212,6 +228,16 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         if not kept:
             logger.warning(f"{NAME}: no readable intent examples left; skipping training.")
         return [t for t, _ in kept], [lab for _, lab in kept]
+
+    def _warn_if_no_selector(self, training_data: TrainingData) -> None:
+        retrieval = sorted(training_data.retrieval_intents)
+        if retrieval and not self._has_response_selector:
+            logger.warning(
+                f"{NAME}: the retrieval intents {retrieval} are predicted, but no response "
+                f"selector follows in the pipeline, so actions like utter_{retrieval[0]} find "
+                f"no response. Add `- name: rasa_meta.MetaResponseSelector` after {NAME} "
+                f"(README: 'FAQs and chitchat')."
+            )
 
     def persist(self) -> None:
         if not self.model.is_trained:
@@ -271,18 +297,21 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         explain = bool(self.component_config.get("explain", False))
         for row, i in enumerate(todo):
             scores = probs[row].tolist()
-            order = sorted(range(len(labels)), key=lambda j: -scores[j])
+            per_intent = intent_scores(labels, scores)
             if limit > 0:
-                order = order[:limit]
-            ranking = [
-                {INTENT_NAME_KEY: labels[j], PREDICTED_CONFIDENCE_KEY: float(scores[j])}
-                for j in order
-            ]
+                per_intent = per_intent[:limit]
+            ranking = [{INTENT_NAME_KEY: name, PREDICTED_CONFIDENCE_KEY: float(score)}
+                       for name, score in per_intent]
             messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
             messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+            keys = response_key_scores(labels, scores)
+            if keys:  # what MetaResponseSelector answers from, not part of the parse output
+                messages[i].set(RESPONSE_KEYS_PROPERTY, keys)
             if explain:
+                best = sorted(range(len(labels)), key=lambda j: -scores[j])  # keys, not intents
+                explained = [{INTENT_NAME_KEY: labels[j]} for j in best]
                 messages[i].set(
-                    EXPLANATION_KEY, self._explain(emb[row], ranking, float(in_scope[row])),
+                    EXPLANATION_KEY, self._explain(emb[row], explained, float(in_scope[row])),
                     add_to_output=True,
                 )
         return messages
@@ -321,6 +350,16 @@ def bot_language(execution_context: ExecutionContext) -> Optional[str]:
     node = schema.nodes.get("nlu_training_data_provider") if schema is not None else None
     language = node.config.get("language") if node is not None else None
     return str(language) if language else None
+
+
+def has_response_selector(execution_context: ExecutionContext) -> bool:
+    """Whether the graph has a response selector (rasa-meta's or Rasa's) to answer retrieval
+    intents; ``True`` where the graph cannot tell (no schema)."""
+    schema = getattr(execution_context, "graph_schema", None)
+    if schema is None or not schema.nodes:
+        return True
+    return any(getattr(node.uses, "__name__", "") in ("MetaResponseSelector", "ResponseSelector")
+               for node in schema.nodes.values())
 
 
 _warned_languages: set = set()

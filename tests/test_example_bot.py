@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rasa_meta.training.corpus import load_rasa_nlu
 from tests.conftest import REPO
@@ -80,3 +81,15 @@ def test_cancel_flow_confirms_after_other_topics(agent):
         asyncio.run(agent.handle_text(text, sender_id=sender))
     replies = asyncio.run(agent.handle_text("yes", sender_id=sender))
     assert "cancellation" in " ".join(r.get("text", "") for r in replies).lower()
+
+
+def test_faq_and_chitchat_are_answered_by_their_response_keys(agent):
+    domain = yaml.safe_load((BOT / "domain.yml").read_text())["responses"]
+    for text, key in [("any student discounts?", "faq/student_discount"),
+                      ("is your cotton organic", "faq/sustainability"),
+                      ("what can I call you", "chitchat/ask_name")]:
+        parsed = parse(agent, text)
+        assert parsed["intent"]["name"] == key.split("/")[0], (text, parsed["intent"])
+        assert parsed["response_selector"]["default"]["response"]["intent_response_key"] == key
+        replies = asyncio.run(agent.handle_text(text, sender_id=f"faq-{key}"))
+        assert replies[0]["text"] == domain[f"utter_{key}"][0]["text"], (text, replies)

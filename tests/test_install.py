@@ -66,7 +66,8 @@ def test_wheel_installs_with_rasa_and_trains_a_rasa_init_bot(tmp_path):
 
     # 3. `rasa init`, switched to the README's fallback recipe (config, rule, response)
     project = tmp_path / "bot"
-    run([bin_dir / "rasa", "init", "--no-prompt", "--init-dir", project], tmp_path, env)
+    project.mkdir()
+    run([bin_dir / "rasa", "init", "--no-prompt"], project, env)
     shutil.copy(RECIPE / "config.yml", project / "config.yml")
     shutil.copy(RECIPE / "rules.yml", project / "data" / "fallback_rules.yml")
     domain = yaml.safe_load((project / "domain.yml").read_text())

@@ -61,15 +61,24 @@ def test_policies_in_every_recipe_bound_the_history():
             assert ted and all("max_history" in p for p in ted), path
 
 
+def add_recipe_files(project: Path, recipe: str) -> None:
+    """A recipe's domain.yml joins the domain, its other files (rules, NLU data) the data."""
+    for path in sorted((RECIPES / recipe).glob("*.yml")):
+        if path.name == "domain.yml":
+            shutil.copy(path, project / "domain" / f"{recipe}.yml")
+        elif path.name != "config.yml":
+            shutil.copy(path, project / "data" / f"{recipe}_{path.name}")
+
+
 def make_project(tmp: Path, recipe: str) -> Path:
-    """The test bot with a recipe's config.yml, plus the fallback recipe's rule and response
-    where the config has a FallbackClassifier."""
+    """The test bot with a recipe's config.yml and files, plus the fallback recipe's rule and
+    response where the config has a FallbackClassifier."""
     shutil.copytree(BOT, tmp, dirs_exist_ok=True)
     config = RECIPES / recipe / "config.yml"
     shutil.copy(config, tmp / "config.yml")
-    if "FallbackClassifier" in config.read_text():
-        shutil.copy(RECIPES / "fallback" / "rules.yml", tmp / "data" / "fallback_rules.yml")
-        shutil.copy(RECIPES / "fallback" / "domain.yml", tmp / "domain" / "fallback.yml")
+    add_recipe_files(tmp, recipe)
+    if "FallbackClassifier" in config.read_text() and recipe != "fallback":
+        add_recipe_files(tmp, "fallback")
     return tmp
 
 
@@ -125,3 +134,20 @@ def test_entity_recipe_extracts_entities(agent):
                         ("my order 90210 never came", "90210")]:
         found = [(e["entity"], e["value"]) for e in parse(bot, text)["entities"]]
         assert ("order_id", value) in found, (text, found)
+
+
+@pytest.mark.slow
+def test_retrieval_recipe_answers_faqs_and_chitchat_through_rules(agent):
+    recipe, bot = agent
+    if recipe != "retrieval":
+        pytest.skip("only the retrieval recipe has retrieval intents")
+    parsed = parse(bot, "are you open on saturday")
+    assert parsed["intent"]["name"] == "faq"
+    selected = parsed["response_selector"]["default"]["response"]
+    assert selected["intent_response_key"] == "faq/ask_opening_hours"
+    assert selected["utter_action"] == "utter_faq/ask_opening_hours"
+    assert replies(bot, "are you open on saturday") == [
+        "We're open Monday to Saturday, 9am to 6pm."]
+    # a response key with a single example
+    assert replies(bot, "do you take paypal") == ["We accept cards, PayPal and Apple Pay."]
+    assert replies(bot, "what is your name") == ["I'm the shop's assistant."]

@@ -399,10 +399,15 @@ def training_warnings(model: Any) -> List[str]:
         logger.debug("Intent-overlap check skipped: %s", e)
         return []
     if lines:
-        encoder = getattr(getattr(model, "config", None), "encoder", "default")
-        lines.append(
-            f"These come from the encoder as adapted to your examples; `rasa-meta check-data "
-            f"data/ --encoder {encoder}` measures with it before adaptation, so its counts can "
-            f"differ. It gives the full report and a heatmap."
-        )
+        config = getattr(model, "config", None)
+        encoder = getattr(config, "encoder", "default")
+        command = f"`rasa-meta check-data data/ --encoder {encoder}`"
+        if getattr(config, "epochs", 0) > 0:
+            lines.append(
+                f"These come from the encoder as adapted to your examples; {command} measures "
+                f"with it before adaptation, so its counts can differ. It gives the full "
+                f"report and a heatmap."
+            )
+        else:
+            lines.append(f"For the full report and a heatmap run: {command}")
     return lines
