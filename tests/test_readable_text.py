@@ -131,3 +131,32 @@ def test_non_english_bot_with_its_own_encoder_does_not_warn(tiny_encoder_dir, tm
         MetaIntentClassifier.create(make_config(tiny_encoder_dir), new_storage(tmp_path / "s"),
                                     Resource("x"), training_context("zh"))
     assert not [w for w in caught if "English-only" in str(w.message)]
+
+
+# --- what `rasa-meta threshold` prints ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_threshold_command_prints_its_result_without_rasa_debug_lines(tiny_encoder_dir, tmp_path,
+                                                                      capfd):
+    import yaml
+    from rasa.model_training import train_nlu
+
+    from rasa_meta.tooling.cli import main
+    from tests.rasa_helpers import training_data
+
+    (tmp_path / "nlu.yml").write_text(training_data().nlu_as_yaml())
+    config = {"recipe": "default.v1", "language": "en", "assistant_id": "t", "policies": [],
+              "pipeline": [{"name": "rasa_meta.MetaIntentClassifier",
+                            "encoder": str(tiny_encoder_dir), "epochs": 0}]}
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    model = train_nlu(str(tmp_path / "config.yml"), str(tmp_path / "nlu.yml"),
+                      str(tmp_path / "models"), fixed_model_name="nlu")
+    (tmp_path / "oos.txt").write_text("what is the capital of peru\nzzz qqq\n")
+    capfd.readouterr()
+    code = main(["threshold", "--model", model, "--in-scope", str(tmp_path / "nlu.yml"),
+                 "--out-of-scope", str(tmp_path / "oos.txt"),
+                 "--output-dir", str(tmp_path / "out")])
+    out, err = capfd.readouterr()
+    assert code == 0 and "config.yml:  - name: FallbackClassifier" in out
+    assert "debug" not in out + err, (out + err)[-2000:]
