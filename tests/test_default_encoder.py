@@ -36,3 +36,15 @@ def test_shipped_encoder_loads_offline_and_differs_from_its_base():
     assert torch.allclose(a.norm(dim=1), torch.ones(2), atol=1e-4)
     assert not torch.allclose(a, b, atol=1e-3)
     assert shipped.metadata["similarity_scale"] > 0
+
+
+def test_shipped_files_name_no_path_of_the_build_machine():
+    """What ships in the wheel must not leak (or depend on) the folder it was built in."""
+    import re
+
+    from rasa_meta.runtime.encoder import SHIPPED_ENCODER_DIR
+
+    for path in SHIPPED_ENCODER_DIR.glob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        absolute = re.findall(r'"(/(?:work|home|root|tmp|Users)/[^"]*)"', text)
+        assert not absolute, f"{path.name}: {absolute}"

@@ -96,3 +96,16 @@ def test_full_checkpoint_round_trip_and_fingerprint_changes(tiny_encoder_dir, tm
     assert read_metadata(a)["format"] == "full"
     assert encoder_fingerprint(str(a)) != encoder_fingerprint(str(b))
     assert encoder_fingerprint(str(a)) == encoder_fingerprint(str(a))
+
+
+def test_interrupted_encode_restores_training_mode(tiny_encoder_dir, monkeypatch):
+    encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir))
+    encoder.model.train()
+
+    def failing(texts):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(encoder, "forward", failing)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        encoder.encode(["hello"])
+    assert encoder.model.training

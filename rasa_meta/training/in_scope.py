@@ -283,6 +283,8 @@ def run_scorer_training(args: ScorerTrainingArguments) -> Dict[str, object]:
     output.mkdir(parents=True, exist_ok=True)
     scorer.save(output)
     history["seconds"] = round(time.perf_counter() - start, 1)
-    history["output"] = str(output / "in_scope_scorer.json")
+    # the history sits beside the scorer: the file's name, never a path of this machine
+    # (a shipped encoder's history would carry its build folder)
+    history["output"] = "in_scope_scorer.json"
     (output / "in_scope_scorer_history.json").write_text(json.dumps(history, indent=1))
     return history
