@@ -5,6 +5,9 @@ MetaResponseSelector) against Rasa's DIET + ResponseSelector, in the same run.
   keys (``banking/transfer``, ...): 150 keys, 10 retrieval intents.
 - ``BANKING77``: one ``faq`` retrieval intent whose 67 response keys are BANKING77 intents,
   beside 10 of its intents kept as ordinary intents (every 7th in sorted order).
+- a real assistant of ``RASA_BOTS`` (``financial-demo``, ``helpdesk-assistant``): K examples
+  per intent for training, all its other examples for testing (intent accuracy only; the
+  default encoder never saw these bots).
 
 K examples per label from ``train`` (seeded), the whole ``test`` split; intent accuracy over
 all test messages (a retrieval intent counts as right when its name is), response selection
@@ -55,6 +58,14 @@ def read_split(corpus: str, split: str) -> List[Tuple[str, str]]:
     texts = (folder / "seq.in").read_text(encoding="utf-8").splitlines()
     labels = (folder / "label").read_text(encoding="utf-8").splitlines()
     return list(zip(texts, labels))
+
+
+def real_bot(name: str) -> List[Tuple[str, str]]:
+    """(text, intent) of a real assistant's NLU data in RASA_BOTS (entity markup removed)."""
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    data = load_data(str(DATA / "RASA_BOTS" / name / "nlu.yml"))
+    return [(m.get("text"), m.get("intent")) for m in data.intent_examples if m.get("text")]
 
 
 def label_map(corpus: str) -> Dict[str, str]:
@@ -146,7 +157,29 @@ def main() -> int:
     out = Path(ns.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
+
+    def save() -> None:  # after every row: a long run keeps what it measured
+        record = {"command": "python " + " ".join(sys.argv), "cpu_cores": os.cpu_count(),
+                  "rows": rows}
+        out.write_text(json.dumps(record, indent=1) + "\n")
     for corpus in ns.corpora:
+        if (DATA / "RASA_BOTS" / corpus).is_dir():  # a real bot: K per intent, the rest tests
+            pairs = real_bot(corpus)
+            for shots in ns.shots:
+                train = sample(pairs, shots, ns.seed)
+                taken = set(train)
+                test = [pair for pair in pairs if pair not in taken]
+                encoder = encoders.get(corpus, "default")  # no corpus of it in meta-training
+                for method, pipeline in [("rasa_meta", meta_pipeline(encoder)),
+                                         ("diet+response_selector", DIET_PIPELINE)]:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        row = {"corpus": corpus, "shots": shots, "seed": ns.seed,
+                               "method": method, "encoder": encoder if method == "rasa_meta"
+                               else None, **run_one(pipeline, train, test, Path(tmp) / "bot")}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                    save()
+            continue
         if corpus not in encoders:
             print(f"retrieval_bots: no --encoder {corpus}=PATH (a leave-one-out encoder)",
                   file=sys.stderr)
@@ -166,9 +199,7 @@ def main() -> int:
                            **run_one(pipeline, train, test, Path(tmp) / "bot")}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                out.write_text(json.dumps({"command": "python " + " ".join(sys.argv),
-                                           "cpu_cores": os.cpu_count(), "rows": rows},
-                                          indent=1) + "\n")
+                save()
     return 0
 
 
