@@ -352,14 +352,20 @@ def bot_language(execution_context: ExecutionContext) -> Optional[str]:
     return str(language) if language else None
 
 
-def has_response_selector(execution_context: ExecutionContext) -> bool:
-    """Whether the graph has a response selector (rasa-meta's or Rasa's) to answer retrieval
-    intents; ``True`` where the graph cannot tell (no schema)."""
+def graph_component_names(execution_context: ExecutionContext) -> Optional[List[str]]:
+    """Class names of the graph's components; ``None`` where there is no graph to read (a
+    component created on its own)."""
     schema = getattr(execution_context, "graph_schema", None)
     if schema is None or not schema.nodes:
-        return True
-    return any(getattr(node.uses, "__name__", "") in ("MetaResponseSelector", "ResponseSelector")
-               for node in schema.nodes.values())
+        return None
+    return [getattr(node.uses, "__name__", "") for node in schema.nodes.values()]
+
+
+def has_response_selector(execution_context: ExecutionContext) -> bool:
+    """Whether the graph has a response selector (rasa-meta's or Rasa's) to answer retrieval
+    intents; ``True`` where the graph cannot tell."""
+    names = graph_component_names(execution_context)
+    return names is None or bool({"MetaResponseSelector", "ResponseSelector"} & set(names))
 
 
 _warned_languages: set = set()

@@ -36,7 +36,7 @@ from rasa.shared.nlu.training_data import util
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from rasa_meta.component import RESPONSE_KEYS_PROPERTY
+from rasa_meta.component import RESPONSE_KEYS_PROPERTY, graph_component_names
 from rasa_meta.runtime.retrieval import intent_of
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,8 @@ class MetaResponseSelector(GraphComponent, IntentClassifier):
         execution_context: ExecutionContext,
     ) -> MetaResponseSelector:
         cls.validate_config(config)
-        schema = execution_context.graph_schema
-        names = [getattr(n.uses, "__name__", "") for n in schema.nodes.values()]
-        if schema.nodes and "MetaIntentClassifier" not in names:
+        names = graph_component_names(execution_context)
+        if names is not None and "MetaIntentClassifier" not in names:
             raise InvalidConfigException(
                 f"{NAME} answers from the response keys MetaIntentClassifier scores: add "
                 f"`- name: rasa_meta.MetaIntentClassifier` before it in the pipeline."
