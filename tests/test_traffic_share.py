@@ -191,3 +191,16 @@ def test_write_adds_a_missing_threshold_and_edits_flow_style():
 def test_write_without_a_fallback_classifier_is_an_error():
     with pytest.raises(CalibrationError, match="no FallbackClassifier"):
         set_fallback_threshold("pipeline:\n  - name: rasa_meta.MetaIntentClassifier\n", 0.5)
+
+
+def test_the_shipped_maps_and_default_share_are_the_ones_chosen_on_valid():
+    import json
+
+    from rasa_meta.runtime import traffic_share
+    from tests.conftest import REPO
+
+    evidence = json.loads((REPO / "docs" / "traffic_share.json").read_text())
+    assert traffic_share.RIGHT_MAP == pytest.approx(tuple(evidence["maps"]["right"]))
+    assert traffic_share.IN_SCOPE_MAP == pytest.approx(tuple(evidence["maps"]["in_scope"]))
+    assert traffic_share.DEFAULT_OUT_OF_SCOPE_SHARE == pytest.approx(evidence["default_share"])
+    assert FewShotConfig().out_of_scope_share == traffic_share.DEFAULT_OUT_OF_SCOPE_SHARE
