@@ -181,7 +181,8 @@ def test_write_adds_a_missing_threshold_and_edits_flow_style():
     after = set_fallback_threshold(text, 0.7)
     assert after.replace("    threshold: 0.70\n", "", 1) == text
     assert "  - name: FallbackClassifier\n    threshold: 0.70\n" in after
-    flow = "pipeline:\n- name: rasa_meta.MetaIntentClassifier\n- {name: FallbackClassifier, threshold: 0.4}\n"
+    flow = ("pipeline:\n- name: rasa_meta.MetaIntentClassifier\n"
+            "- {name: FallbackClassifier, threshold: 0.4}\n")
     assert set_fallback_threshold(flow, 0.55).splitlines()[2] == (
         "- {name: FallbackClassifier, threshold: 0.55}")
     crlf = CONFIG.replace("\n", "\r\n")
