@@ -48,8 +48,8 @@ DIET_PIPELINE = [
 ]
 
 
-def meta_pipeline(encoder: str) -> List[Dict]:
-    return [{"name": "rasa_meta.MetaIntentClassifier", "encoder": encoder},
+def meta_pipeline(encoder: str, head: str = "prototype") -> List[Dict]:
+    return [{"name": "rasa_meta.MetaIntentClassifier", "encoder": encoder, "head": head},
             {"name": "rasa_meta.MetaResponseSelector"}]
 
 
@@ -144,6 +144,32 @@ def run_one(pipeline: List[Dict], train: List[Tuple[str, str]],
             "n_test": len(test)}
 
 
+def markdown(rows: List[Dict]) -> str:
+    """The results as a table: per bot and shots, both methods side by side."""
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    out = ["| bot | examples per key | rasa-meta intent / response | DIET + RS intent / "
+           "response | RS errors removed | `rasa train nlu` s (meta / DIET) |",
+           "|---|---:|---|---|---:|---|"]
+    cells: Dict[Tuple[str, int], Dict[str, Dict]] = defaultdict(dict)
+    for row in rows:
+        cells[(row["corpus"], row["shots"])][row["method"]] = row
+    for (corpus, shots), by_method in cells.items():
+        meta, diet = by_method.get("rasa_meta"), by_method.get("diet+response_selector")
+        removed = "–"
+        if meta and diet and meta["response_accuracy"] is not None:
+            gain = meta["response_accuracy"] - diet["response_accuracy"]
+            removed = f"{100 * gain / (1 - diet['response_accuracy']):.0f} %"
+        out.append(
+            f"| {corpus} | {shots} | {pct(meta and meta['intent_accuracy'])} / "
+            f"{pct(meta and meta['response_accuracy'])} | "
+            f"{pct(diet and diet['intent_accuracy'])} / {pct(diet and diet['response_accuracy'])} "
+            f"| {removed} | {meta['rasa_train_nlu_seconds'] if meta else '–'} / "
+            f"{diet['rasa_train_nlu_seconds'] if diet else '–'} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpora", nargs="+", default=["CLINC150", "BANKING77"])
@@ -152,7 +178,11 @@ def main() -> int:
     p.add_argument("--diet-shots", nargs="+", type=int, default=[3, 10])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="docs/results/retrieval/retrieval_bots.json")
+    p.add_argument("--markdown", metavar="JSON", help="print the table of a finished run")
     ns = p.parse_args()
+    if ns.markdown:
+        print(markdown(json.loads(Path(ns.markdown).read_text())["rows"]))
+        return 0
     encoders = dict(spec.split("=", 1) for spec in ns.encoder)
     out = Path(ns.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,11 +201,14 @@ def main() -> int:
                 test = [pair for pair in pairs if pair not in taken]
                 encoder = encoders.get(corpus, "default")  # no corpus of it in meta-training
                 for method, pipeline in [("rasa_meta", meta_pipeline(encoder)),
+                                         ("rasa_meta[matching]",
+                                          meta_pipeline(encoder, "matching")),
                                          ("diet+response_selector", DIET_PIPELINE)]:
                     with tempfile.TemporaryDirectory() as tmp:
                         row = {"corpus": corpus, "shots": shots, "seed": ns.seed,
-                               "method": method, "encoder": encoder if method == "rasa_meta"
-                               else None, **run_one(pipeline, train, test, Path(tmp) / "bot")}
+                               "method": method,
+                               "encoder": encoder if method.startswith("rasa_meta") else None,
+                               **run_one(pipeline, train, test, Path(tmp) / "bot")}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
                     save()
@@ -195,7 +228,8 @@ def main() -> int:
             for method, pipeline in methods:
                 with tempfile.TemporaryDirectory() as tmp:
                     row = {"corpus": corpus, "shots": shots, "seed": ns.seed, "method": method,
-                           "encoder": encoders[corpus] if method == "rasa_meta" else None,
+                           "encoder": encoders[corpus] if method.startswith("rasa_meta")
+                           else None,
                            **run_one(pipeline, train, test, Path(tmp) / "bot")}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
