@@ -311,3 +311,20 @@ def test_held_out_calibration_leaves_the_adapted_model_as_it_is(tiny_encoder_dir
 def test_oos_calibration_is_validated():
     with pytest.raises(ValueError, match="oos_calibration"):
         FewShotConfig(oos_calibration="heldout").validate(check_encoder=False)
+
+
+def test_scorer_trains_when_a_small_corpus_yields_fewer_episodes_than_asked(
+        toy_corpora, toy_episodes, monkeypatch):
+    """The validation split is a fifth of the episodes drawn, not of those requested: with 30
+    of 200 drawn, a fifth of 200 (40) would leave no episode to train on."""
+    from types import SimpleNamespace
+
+    from rasa_meta.training import in_scope
+
+    supply = iter(toy_episodes[:30])
+    monkeypatch.setattr(in_scope, "embed_corpora", lambda *a, **k: toy_corpora)
+    monkeypatch.setattr(in_scope, "sample_scorer_episode", lambda *a, **k: next(supply, None))
+    encoder = SimpleNamespace(metadata={})
+    scorer, history = in_scope.train_scorer(encoder, [], episodes=200)
+    assert scorer.trained_on["episodes"] == 24
+    assert 0.0 <= history["meta_valid"]["auroc"] <= 1.0

@@ -233,10 +233,12 @@ def train_scorer(
             "Too few intents to train the in-scope scorer: it needs corpora with at least 4 "
             "intents of 2+ examples each."
         )
-    n_valid = max(1, episodes // 5)
+    # a fifth of the episodes actually drawn (a small corpus yields fewer than requested)
+    n_valid = max(1, len(sampled) // 5)
     scorer, losses = fit_scorer(
         sampled[n_valid:],
-        trained_on={"corpora": sorted(embeddings), "episodes": episodes - n_valid, "seed": seed},
+        trained_on={"corpora": sorted(embeddings), "episodes": len(sampled) - n_valid,
+                    "seed": seed},
     )
     history = {
         "train_loss": [losses[0], losses[-1]],
