@@ -89,3 +89,17 @@ def test_many_way_episodes_take_every_intent_of_one_corpus():
             [a, b], n_way=0, k_shot=2, q_query=1, seed=3, domain_prob=0.0).take(12)]
     with pytest.raises(ValueError, match="n_way"):
         EpisodeSampler([a], n_way=1)
+
+
+def test_inner_loop_defaults_are_the_components():
+    import inspect
+
+    from rasa_meta.runtime.model import FewShotConfig
+    from rasa_meta.training.inner_loop import finetune_encoder
+
+    defaults = {k: p.default for k, p in inspect.signature(finetune_encoder).parameters.items()}
+    config = FewShotConfig()
+    assert (defaults["epochs"], defaults["learning_rate"], defaults["train_layers"],
+            defaults["seed"], defaults["objective"]) == (
+        config.epochs, config.finetune_learning_rate, config.finetune_layers,
+        config.random_seed, config.finetune_objective)

@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from rasa_meta.runtime.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
+from rasa_meta.runtime.model import FewShotConfig
 from rasa_meta.runtime.progress import progress
 from rasa_meta.training.learner import (
     MetaLearner,
@@ -22,6 +23,9 @@ from rasa_meta.training.learner import (
     optimizer_step,
 )
 from rasa_meta.training.losses import episode_loss
+
+# The component's defaults, so that calling the inner loop directly runs what `rasa train` runs.
+_COMPONENT = FewShotConfig()
 
 
 def bot_episodes(
@@ -56,13 +60,13 @@ def finetune_encoder(
     encoder: SentenceEncoder,
     texts: Sequence[str],
     labels: Sequence[str],
-    epochs: int,
-    learning_rate: float = 2e-5,
-    train_layers: int = 2,
+    epochs: int = _COMPONENT.epochs,
+    learning_rate: float = _COMPONENT.finetune_learning_rate,
+    train_layers: int = _COMPONENT.finetune_layers,
     init_scale: float = 20.0,
-    seed: int = 42,
+    seed: int = _COMPONENT.random_seed,
     show_progress: bool = True,
-    objective: str = "both",
+    objective: str = _COMPONENT.finetune_objective,
 ) -> List[str]:
     """Fine-tune ``encoder`` in place; returns the names of the parameters that changed.
 
