@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -83,3 +84,13 @@ def test_refine_is_deterministic_and_skips_single_class():
     assert torch.equal(a.weights, b.weights)
     single = PrototypeHead(0.1).fit(SUPPORT, ["a"] * 4).refine(50)
     assert single.weights is None
+
+
+def test_unfitted_model_says_what_to_do():
+    from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+
+    model = FewShotIntentModel(FewShotConfig(epochs=0))
+    for call in (lambda: model.predict(["hi"]), lambda: model.save("/nonexistent"),
+                 lambda: model.nearest_examples(torch.zeros(4), "greet", 1)):
+        with pytest.raises(RuntimeError, match="needs a fitted model"):
+            call()

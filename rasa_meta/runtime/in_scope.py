@@ -345,7 +345,8 @@ class InScopeEstimator:
     ) -> torch.Tensor:
         """The learned score's logit z of each message, anchored on the bot's examples: what
         the confidence and the traffic share estimate are computed from."""
-        assert self.scorer is not None, "logits() needs the learned in-scope score"
+        if self.scorer is None:
+            raise RuntimeError("logits() needs the learned in-scope score (method 'learned').")
         features = in_scope_features(head, emb, self.stats, sims, probs)
         return self.scorer.logits(features) + self.offset
 

@@ -267,6 +267,12 @@ class FewShotIntentModel:
     def is_trained(self) -> bool:
         return self.head is not None and len(self.head.labels) > 0
 
+    def _require_fitted(self, what: str) -> None:
+        # a real error, not an assert: `python -O` strips asserts, and callers outside the
+        # package reach these methods
+        if self.head is None:
+            raise RuntimeError(f"{what} needs a fitted model: call fit() or load() first.")
+
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(list(texts), batch_size=self.config.batch_size)
 
@@ -334,7 +340,7 @@ class FewShotIntentModel:
     def fit_in_scope(self, method: str) -> InScopeEstimator:
         """The in-scope estimator ``method`` gives with the fitted head (and the held-out
         calibration, when the inner loop measured one)."""
-        assert self.head is not None, "fit_in_scope() needs a fitted head"
+        self._require_fitted("fit_in_scope()")
         return InScopeEstimator.fit(
             self.head, method, self.config.oos_quantile, self._scorer(),
             self.held_out, float(self.config.out_of_scope_share),
@@ -346,7 +352,7 @@ class FewShotIntentModel:
         Confidence = p(intent | in scope) * p(in scope): rows sum to the in-scope
         probability, which is 1 for messages as close to an intent as its typical example.
         """
-        assert self.head is not None, "predict() needs a fitted model"
+        self._require_fitted("predict()")
         confidences, in_scope, sims = self.predict_embeddings(self.embed(texts))
         confidences, in_scope = self.withhold_unreadable(texts, confidences, in_scope)
         return confidences, in_scope, sims
@@ -368,7 +374,7 @@ class FewShotIntentModel:
     def predict_embeddings(
         self, emb: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        assert self.head is not None, "predict() needs a fitted model"
+        self._require_fitted("predict()")
         sims = self.head.similarities(emb)
         probs = self.head.predict_proba(emb)
         confidences, in_scope = self.in_scope.confidences(self.head, emb, probs, sims)
@@ -403,7 +409,7 @@ class FewShotIntentModel:
 
     def nearest_examples(self, emb: torch.Tensor, intent: str, k: int) -> List[Tuple[str, float]]:
         """The ``k`` training examples of ``intent`` closest to one embedding."""
-        assert self.head is not None
+        self._require_fitted("nearest_examples()")
         target = self.head.labels.index(intent)
         idx = (self.head.support_targets == target).nonzero().flatten()
         sims = self.head.support[idx] @ emb.float()
@@ -413,7 +419,7 @@ class FewShotIntentModel:
     # --- persistence -----------------------------------------------------------------------
 
     def save(self, directory: Union[str, Path]) -> None:
-        assert self.head is not None
+        self._require_fitted("save()")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
