@@ -43,7 +43,8 @@ from rasa_meta.runtime.traffic_share import DEFAULT_OUT_OF_SCOPE_SHARE
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = "head.safetensors"
-DELTA_FILE = "encoder_delta.safetensors"
+# the trained model's changed encoder blocks (not the encoder checkpoint's DELTA_FILE)
+MODEL_DELTA_FILE = "encoder_delta.safetensors"
 MODEL_FILE = "model.json"
 FALLBACK_TEMPERATURE = 0.05
 # Layout of a saved model directory, "major.minor". Bump the minor for additions older code
@@ -425,7 +426,7 @@ class FewShotIntentModel:
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
                   str(directory / HEAD_FILE))
         if self.delta:
-            save_file(self.delta, str(directory / DELTA_FILE))
+            save_file(self.delta, str(directory / MODEL_DELTA_FILE))
         encoder_path = self.encoder_path or resolve_encoder(self.config.encoder)
         meta = {
             "rasa_meta_version": __version__,
@@ -485,8 +486,8 @@ class FewShotIntentModel:
             saved.num_threads = config.num_threads
         model = cls(saved)
         state = _read_tensors(directory / HEAD_FILE)
-        if (directory / DELTA_FILE).is_file():
-            model.delta = _read_tensors(directory / DELTA_FILE)
+        if (directory / MODEL_DELTA_FILE).is_file():
+            model.delta = _read_tensors(directory / MODEL_DELTA_FILE)
         recorded_path = meta.get("encoder_path")
         model.encoder_path = locate_encoder(
             saved.encoder, recorded_path if isinstance(recorded_path, str) else None, directory
@@ -527,7 +528,7 @@ class FewShotIntentModel:
                 apply_delta(encoder.model, model.delta)
             except (EncoderNotFoundError, RuntimeError) as e:
                 raise ModelLoadError(
-                    f"'{directory / DELTA_FILE}' does not fit the encoder '{saved.encoder}' "
+                    f"'{directory / MODEL_DELTA_FILE}' does not fit the encoder '{saved.encoder}' "
                     f"({e}). {RETRAIN_HINT}"
                 ) from e
         model.texts = texts
