@@ -206,6 +206,13 @@ class FewShotConfig:
                 ) from e
 
 
+def encoder_temperature(metadata: Dict[str, Any]) -> float:
+    """Softmax temperature over cosine similarity: the inverse of the scale meta-training
+    learned (in the encoder's metadata), else :data:`FALLBACK_TEMPERATURE`."""
+    scale = metadata.get("similarity_scale")
+    return 1.0 / float(scale) if scale else FALLBACK_TEMPERATURE
+
+
 def held_out_split(labels: Sequence[str], seed: int) -> List[int]:
     """Indices of one example drawn (seeded) from every intent that has two or more."""
     groups: Dict[str, List[int]] = {}
@@ -257,8 +264,7 @@ class FewShotIntentModel:
     def temperature(self) -> float:
         if self.config.temperature is not None:
             return float(self.config.temperature)
-        scale = self.encoder.metadata.get("similarity_scale")
-        return 1.0 / float(scale) if scale else FALLBACK_TEMPERATURE
+        return encoder_temperature(self.encoder.metadata)
 
     @property
     def labels(self) -> List[str]:

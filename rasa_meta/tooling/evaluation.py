@@ -13,6 +13,7 @@ import torch
 
 from rasa_meta.runtime.encoder import SentenceEncoder
 from rasa_meta.runtime.heads import make_head
+from rasa_meta.runtime.model import FALLBACK_TEMPERATURE
 from rasa_meta.training.corpus import IntentCorpus, few_shot_task, sample_shots  # noqa: F401
 from rasa_meta.training.metrics import (  # noqa: F401
     accuracy,
@@ -45,7 +46,7 @@ def evaluate_encoder(
     test: IntentCorpus,
     heads: Sequence[str] = ("prototype",),
     test_embeddings: Optional[torch.Tensor] = None,
-    temperature: float = 0.05,
+    temperature: float = FALLBACK_TEMPERATURE,
 ) -> Dict[str, Dict[str, float]]:
     """Accuracy and macro-F1 of each head on ``test``: prototype, refined (prototype +
     Proto-MAML head steps, the component's default), matching, logreg."""

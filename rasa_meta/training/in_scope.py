@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from rasa_meta.runtime.in_scope import FEATURES, MONOTONE, BotStatistics, InScopeScorer
 from rasa_meta.runtime.in_scope import in_scope_features as compute_features
-from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel, encoder_temperature
 from rasa_meta.runtime.progress import progress
 from rasa_meta.training.corpus import META_TRAINING_CORPORA, leave_out, load_corpus
 from rasa_meta.training.meta_train import _arg
@@ -216,8 +216,7 @@ def train_scorer(
     """Meta-train a scorer for ``encoder`` over episodes drawn from ``corpora``."""
     config = config or FewShotConfig(epochs=0)
     embeddings = embed_corpora(encoder, corpora, max_per_intent, seed, cache_dir)
-    scale = encoder.metadata.get("similarity_scale")
-    temperature = config.temperature or (1.0 / float(scale) if scale else 0.05)
+    temperature = config.temperature or encoder_temperature(encoder.metadata)
     rng = random.Random(seed)
     sampled: List[ScorerEpisode] = []
     attempts = 0
