@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff check rasa_meta tests example_bot scripts
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 test-fast: lint
 	$(BIN)/python -m pytest -m "not slow"
