@@ -119,7 +119,7 @@ def run_calibrate(
     progress: bool = False,
 ) -> Dict[str, Any]:
     """Read the messages, score them with the model, estimate the share and the threshold."""
-    from rasa_meta.tooling.inbox import load_bot_model
+    from rasa_meta.tooling.bot_model import load_bot_model
     from rasa_meta.tooling.inbox_traffic import parse_time, read_traffic
 
     if not cost_wrong > 0:

@@ -16,7 +16,8 @@ from rasa_meta.tooling.inbox_groups import ClusterSummary, ReviewItem, yaml_safe
 from rasa_meta.tooling.inbox_traffic import Traffic, format_time
 
 if TYPE_CHECKING:
-    from rasa_meta.tooling.inbox import DistinctTexts, ParsedTexts
+    from rasa_meta.tooling.bot_model import ParsedTexts
+    from rasa_meta.tooling.inbox import DistinctTexts
 
 JSON_FILE = "inbox.json"
 MARKDOWN_FILE = "inbox.md"
