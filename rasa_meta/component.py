@@ -25,14 +25,15 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from rasa_meta import __version__
+from rasa_meta.runtime.config import FewShotConfig, parse_config
 from rasa_meta.runtime.encoder import (
     EncoderNotFoundError,
     encoder_fingerprint,
     is_english_only,
     resolve_encoder,
 )
-from rasa_meta.runtime.in_scope import InScopeConfigError
-from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel, ModelLoadError
+from rasa_meta.runtime.errors import InScopeConfigError, InvalidOptionError
+from rasa_meta.runtime.model import FewShotIntentModel
 from rasa_meta.runtime.retrieval import intent_scores, response_key_scores
 
 logger = logging.getLogger(__name__)
@@ -128,21 +129,16 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
 
         ``check_encoder``: also check that ``encoder`` resolves from the current directory.
         """
-        name = NAME
         try:
-            FewShotConfig.check_keys(config, COMPONENT_DEFAULTS, ignored=RASA_ADDED_KEYS)
-        except ValueError as e:
-            raise InvalidConfigException(f"{name}: {e}") from e
+            parse_config(config, COMPONENT_DEFAULTS, RASA_ADDED_KEYS, check_encoder)
+        except InvalidOptionError as e:
+            raise InvalidConfigException(f"{NAME}: {e}") from e
         for key in ("ranking_length", "explain_top_k"):
             value = config.get(key, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidConfigException(
-                    f"{name}: '{key}' must be a whole number >= 0, got {value!r}."
+                    f"{NAME}: '{key}' must be a whole number >= 0, got {value!r}."
                 )
-        try:
-            FewShotConfig.from_dict(config).validate(check_encoder=check_encoder)
-        except ValueError as e:
-            raise InvalidConfigException(f"{name}: {e}") from e
 
     @classmethod
     def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
@@ -188,8 +184,10 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         if self.model.is_trained:  # `rasa train --finetune`: adapt the loaded model further
             self.model.config.epochs = int(self.component_config.get("epochs", 0))
         _restore_training_threads()  # training uses all of torch's threads
+        from rasa_meta.training.adapt import adapt  # training code: train time only
+
         try:
-            self.model.fit(texts, labels)
+            adapt(self.model, texts, labels)
         except InScopeConfigError as e:
             raise InvalidConfigException(f"rasa_meta.MetaIntentClassifier: {e}") from e
         from rasa_meta.tooling.overlap import training_warnings  # train time only, not serving
@@ -261,9 +259,8 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         try:
             with model_storage.read_from(resource) as directory:
                 model = FewShotIntentModel.load(directory, FewShotConfig.from_dict(config))
-        except ModelLoadError:  # corrupt, truncated, incompatible, or its encoder is gone
-            raise
-        except ValueError:  # from read_from: the resource was never persisted
+        except ValueError:  # from read_from: the resource was never persisted (a corrupt model
+            # raises ModelLoadError, which is no ValueError, so it reaches the user)
             logger.debug(
                 f"{NAME}: no trained model in the archive (trained without NLU examples?); "
                 f"it will predict no intent."

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.training.adapt import adapt
 from rasa_meta.training.corpus import load_rasa_nlu
 
 BOT = Path(__file__).resolve().parent.parent / "example_bot"
@@ -39,7 +40,7 @@ def main() -> None:
         start = time.perf_counter()
         model = FewShotIntentModel(FewShotConfig(epochs=epochs, device="cpu",
                                                  oos_calibration=calibration))
-        model.fit(train.texts, train.labels)
+        adapt(model, train.texts, train.labels)
         seconds = time.perf_counter() - start
         probs, _, _ = model.predict(held_out.texts)
         conf, idx = probs.max(1)

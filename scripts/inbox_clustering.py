@@ -70,6 +70,7 @@ def simulate(corpus: str, encoder: str, seed: int, n_missing: int, root: Path) -
     """Fit the bot once, parse valid and test traffic; returns per-split predictions and
     embeddings (as lists for JSON-free reuse)."""
     from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+    from rasa_meta.training.adapt import adapt
 
     train = load_split(root / corpus / "train")
     intents = sorted(set(train.labels))
@@ -80,7 +81,7 @@ def simulate(corpus: str, encoder: str, seed: int, n_missing: int, root: Path) -
     shots = sample_shots(train.subset(bot_intents), 10, seed)
     model = FewShotIntentModel(FewShotConfig(encoder=encoder, device="cpu", random_seed=seed))
     started = time.perf_counter()
-    model.fit(shots.texts, shots.labels)
+    adapt(model, shots.texts, shots.labels)
     fit_seconds = time.perf_counter() - started
     head = model.head
     scale = intent_scale(head.support.numpy(), head.support_targets.numpy(), len(head.labels))

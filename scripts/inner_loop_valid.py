@@ -23,6 +23,7 @@ import torch
 
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
 from rasa_meta.tooling.evaluation import accuracy, few_shot_task
+from rasa_meta.training.adapt import adapt
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
                     random_seed=ns.seed,
                 )
                 start = time.perf_counter()
-                model = FewShotIntentModel(config).fit(train.texts, train.labels)
+                model = adapt(FewShotIntentModel(config), train.texts, train.labels)
                 seconds = time.perf_counter() - start
                 probs, _, _ = model.predict(valid.texts)
                 acc = accuracy(valid.labels, [model.labels[i] for i in probs.argmax(1).tolist()])

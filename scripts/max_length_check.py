@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
 from rasa_meta.tooling.evaluation import accuracy, few_shot_task
+from rasa_meta.training.adapt import adapt
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
         for length in ns.lengths:
             model = FewShotIntentModel(FewShotConfig(encoder=name, device="cpu", epochs=0,
                                                      max_length=length))
-            model.fit(train.texts, train.labels)
+            adapt(model, train.texts, train.labels)
             probs, _, _ = model.predict(valid.texts)
             acc = accuracy(valid.labels, [model.labels[i] for i in probs.argmax(1).tolist()])
             tokens = [len(model.encoder.tokenizer(t)["input_ids"]) for t in valid.texts]

@@ -56,6 +56,7 @@ def fit_and_score(dataset: str, encoder: str, shots: Sequence[str], seed: int,
     from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
     from rasa_meta.tooling.calibrate import message_logits
     from rasa_meta.tooling.oos_eval import oos_tasks
+    from rasa_meta.training.adapt import adapt
     from rasa_meta.training.corpus import data_root
 
     root = Path(data_root())
@@ -69,7 +70,7 @@ def fit_and_score(dataset: str, encoder: str, shots: Sequence[str], seed: int,
         config = FewShotConfig(encoder=encoder, device="cpu")
         model = FewShotIntentModel(config)
         start = time.perf_counter()
-        model.fit(first.train.texts, first.train.labels)
+        adapt(model, first.train.texts, first.train.labels)
         fit_seconds = time.perf_counter() - start
 
         def scored(texts: Sequence[str], model=model) -> Dict[str, list]:

@@ -452,7 +452,8 @@ import json, sys
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
 texts, labels, queries, encoder = json.loads(sys.stdin.read())
 cfg = FewShotConfig(encoder=encoder, device="cpu", epochs=1, random_seed=7)
-model = FewShotIntentModel(cfg).fit(texts, labels)
+from rasa_meta.training.adapt import adapt
+model = adapt(FewShotIntentModel(cfg), texts, labels)
 probs, in_scope, _ = model.predict(queries)
 print(json.dumps({"probs": probs.tolist(), "in_scope": in_scope.tolist(),
                   "delta": sorted((k, float(v.double().sum())) for k, v in model.delta.items())}))

@@ -23,6 +23,7 @@ from rasa_meta.runtime.in_scope import (
 )
 from rasa_meta.runtime.model import FewShotConfig
 from rasa_meta.tooling.oos_eval import ScoredSplit
+from rasa_meta.training.adapt import adapt
 from rasa_meta.training.in_scope import fit_scorer, sample_scorer_episode, scorer_quality
 
 DIM = 16
@@ -248,7 +249,7 @@ def test_a_scorer_beside_the_weights_leaves_the_encoder_fingerprint_alone(
 
 
 def test_held_out_split_takes_one_example_of_each_intent_that_has_two():
-    from rasa_meta.runtime.model import held_out_split
+    from rasa_meta.training.adapt import held_out_split
 
     labels = ["a", "a", "a", "b", "b", "c"]
     held = held_out_split(labels, seed=3)
@@ -294,7 +295,7 @@ def test_held_out_calibration_leaves_the_adapted_model_as_it_is(tiny_encoder_dir
     for calibration in ("held_out", "leave_one_out"):
         config = FewShotConfig(encoder=str(encoder), epochs=2, head_steps=5, device="cpu",
                                out_of_scope_detection="learned", oos_calibration=calibration)
-        model = FewShotIntentModel(config).fit(texts, labels)
+        model = adapt(FewShotIntentModel(config), texts, labels)
         fitted[calibration] = (model, *model.predict(queries))
     held, loo = fitted["held_out"], fitted["leave_one_out"]
     # the copy adapted without the held-out examples is thrown away: the same encoder change

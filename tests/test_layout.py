@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Set, Tuple
 
 import pytest
 
@@ -43,33 +43,85 @@ def test_torch_core_does_not_import_rasa() -> None:
     assert out.stdout.strip() == "False"
 
 
-def _module_level_imports(path: Path) -> List[str]:
-    """The rasa_meta modules a file imports when it is itself imported (not inside functions)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found = []
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-    return [name for name in found if name.startswith("rasa_meta.")]
-
-
-# What each unit may import at module level (docs/architecture.md): the runtime only itself,
-# training the runtime, tooling everything but the Rasa component.
-ALLOWED = {
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+# The files of each unit named in the table of docs/architecture.md.
+UNIT_FILES = {
+    "runtime": lambda: sorted((PACKAGE / "runtime").rglob("*.py")),
+    "training": lambda: sorted((PACKAGE / "training").rglob("*.py")),
+    "tooling": lambda: sorted((PACKAGE / "tooling").rglob("*.py")),
+    "component": lambda: [PACKAGE / "__init__.py", PACKAGE / "component.py",
+                          PACKAGE / "selector.py"],
+}
+UNIT_MODULES = {
     "runtime": ("rasa_meta.runtime",),
-    "training": ("rasa_meta.runtime", "rasa_meta.training"),
-    "tooling": ("rasa_meta.runtime", "rasa_meta.training", "rasa_meta.tooling"),
+    "training": ("rasa_meta.training",),
+    "tooling": ("rasa_meta.tooling",),
+    "component": ("rasa_meta.component", "rasa_meta.selector"),
 }
 
 
-@pytest.mark.parametrize("unit", sorted(ALLOWED))
-def test_units_import_only_what_the_architecture_allows(unit: str) -> None:
-    wrong = [
-        f"{path.relative_to(PACKAGE)}: {name}"
-        for path in sorted((PACKAGE / unit).rglob("*.py"))
-        for name in _module_level_imports(path)
-        if not name.startswith(ALLOWED[unit])
-    ]
+def architecture_table() -> Dict[str, Tuple[Set[str], Set[str]]]:
+    """What each unit may import, at module level and inside functions, as the table under
+    'What may import what' in docs/architecture.md says."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.split("## What may import what", 1)[1]
+    table: Dict[str, Tuple[Set[str], Set[str]]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in UNIT_FILES:
+            module_level = {u.strip() for u in cells[1].split(",")}
+            in_functions = {u.strip() for u in cells[2].split(",")} | module_level
+            table[cells[0]] = (module_level, in_functions)
+    return table
+
+
+def imports_of(path: Path) -> Tuple[List[str], List[str]]:
+    """The rasa_meta modules a file imports at module level, and inside functions (or any
+    nested block: classes, ``if TYPE_CHECKING:`` included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = set(map(id, tree.body))
+    module_level, nested = [], []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        names = [n for n in names if n.startswith("rasa_meta.")]
+        (module_level if id(node) in top else nested).extend(names)
+    return module_level, nested
+
+
+def unit_of(module: str) -> str:
+    for unit, prefixes in UNIT_MODULES.items():
+        if module.startswith(prefixes):
+            return unit
+    return "?"
+
+
+def test_the_architecture_table_names_every_unit() -> None:
+    assert sorted(architecture_table()) == sorted(UNIT_FILES)
+
+
+@pytest.mark.parametrize("unit", sorted(UNIT_FILES))
+def test_units_import_only_what_the_architecture_table_allows(unit: str) -> None:
+    module_level, in_functions = architecture_table()[unit]
+    wrong = []
+    for path in UNIT_FILES[unit]():
+        top, nested = imports_of(path)
+        wrong += [f"{path.relative_to(PACKAGE)}: {m} (module level)" for m in top
+                  if unit_of(m) not in module_level]
+        wrong += [f"{path.relative_to(PACKAGE)}: {m} (in a function)" for m in nested
+                  if unit_of(m) not in in_functions]
     assert wrong == []
+
+
+def test_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from rasa_meta.runtime import heads\n"
+        "def f():\n    from rasa_meta.training.adapt import adapt\n",
+        encoding="utf-8",
+    )
+    assert imports_of(source) == (["rasa_meta.runtime"], ["rasa_meta.training.adapt"])

@@ -10,6 +10,7 @@ import torch
 from rasa_meta.runtime.encoder import SentenceEncoder, read_metadata
 from rasa_meta.runtime.in_scope import SCORER_FILE
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.training.adapt import adapt
 from rasa_meta.training.corpus import IntentCorpus
 from rasa_meta.training.meta_train import MetaTrainingArguments, meta_train
 
@@ -55,7 +56,7 @@ def test_meta_training_lowers_loss_and_writes_a_loadable_checkpoint(
     # the checkpoint is an encoder the classifier takes by path
     model = FewShotIntentModel(FewShotConfig(encoder=str(result.output_dir), device="cpu"))
     texts = ["refund please", "weather please", "hotel please"]
-    model.fit(texts, ["r", "w", "h"])
+    adapt(model, texts, ["r", "w", "h"])
     assert model.temperature == pytest.approx(1 / meta["similarity_scale"])
     probs, _, _ = model.predict(texts)
     assert probs.shape == (3, 3)

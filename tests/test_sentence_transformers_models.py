@@ -23,6 +23,7 @@ from rasa_meta.runtime.encoder import (
     set_trainable_layers,
 )
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
+from rasa_meta.training.adapt import adapt
 from tests.conftest import REPO, toy_corpus
 
 try:  # sentence-transformers 5.x; older versions only have the second path
@@ -191,7 +192,7 @@ def test_inner_loop_fine_tunes_a_cls_model_and_the_saved_model_predicts_the_same
                            device="cpu", out_of_scope_detection=False)
     model = FewShotIntentModel(config)
     before = model.encoder.encode(texts)
-    model.fit(texts, labels)
+    adapt(model, texts, labels)
     assert model.delta and model.encoder.prompt == "query: "
     assert not torch.allclose(model.encoder.encode(texts), before, atol=1e-4)
     model.save(tmp_path / "model")

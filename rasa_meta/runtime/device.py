@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from rasa_meta.runtime.errors import InvalidOptionError
+
 DEVICE_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
@@ -16,20 +18,20 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def check_device(device: str) -> None:
-    """Raise ValueError (with the fix) for a setting that names no usable device here."""
+    """Raise InvalidOptionError (with the fix) for a setting that names no usable device here."""
     device = str(device)
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ValueError(f"device '{device}' is unknown. Use {DEVICE_HELP}.")
+        raise InvalidOptionError(f"device '{device}' is unknown. Use {DEVICE_HELP}.")
     if not device.startswith("cuda"):
         return
     if not torch.cuda.is_available():
-        raise ValueError(
+        raise InvalidOptionError(
             f"device '{device}' was asked for but CUDA is not available on this machine. "
             f"Set 'device: auto' or 'device: cpu'."
         )
     index = device.partition(":")[2]
     if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise ValueError(
+        raise InvalidOptionError(
             f"device '{device}' does not exist; this machine has {torch.cuda.device_count()} "
             f"CUDA device(s) (cuda:0 ...)."
         )

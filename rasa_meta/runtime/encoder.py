@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rasa_meta.runtime.errors import EncoderNotFoundError  # noqa: F401 (raised here)
 from rasa_meta.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,6 @@ DELTA_FILE = "delta.safetensors"
 SHIPPED_ENCODER_DIR = Path(__file__).resolve().parents[1] / "default_encoder"
 
 _BASE_ALIASES = {BASE_ENCODER, "all-MiniLM-L6-v2", "minilm"}
-
-
-class EncoderNotFoundError(ValueError):
-    """An encoder name or path cannot be resolved to a model."""
 
 
 def bundled_base_dir() -> Path:

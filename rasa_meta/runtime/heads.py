@@ -3,12 +3,22 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 HEAD_TYPES = ("prototype", "matching")
+# Softmax temperature over cosine similarity for an encoder whose metadata records no learned
+# similarity scale (a plain Hugging Face or sentence-transformers model).
+FALLBACK_TEMPERATURE = 0.05
+
+
+def encoder_temperature(metadata: Dict[str, Any]) -> float:
+    """Softmax temperature over cosine similarity: the inverse of the scale meta-training
+    learned (in the encoder's metadata), else :data:`FALLBACK_TEMPERATURE`."""
+    scale = metadata.get("similarity_scale")
+    return 1.0 / float(scale) if scale else FALLBACK_TEMPERATURE
 
 
 def label_index(labels: Sequence[str]) -> tuple:
@@ -31,7 +41,7 @@ class PrototypeHead:
 
     kind = "prototype"
 
-    def __init__(self, temperature: float = 0.05) -> None:
+    def __init__(self, temperature: float = FALLBACK_TEMPERATURE) -> None:
         self.temperature = float(temperature)
         self.labels: List[str] = []
         self.support = torch.zeros(0, 0)

@@ -87,6 +87,17 @@ class BotStatistics:
         return cls(typical, low, n, len(head.support_targets) / n)
 
 
+def prototype_view(head: PrototypeHead) -> PrototypeHead:
+    """The head the learned in-scope score reads: ``head`` itself if it is a prototype head,
+    else plain prototypes over its examples (what the scorer was trained on)."""
+    if head.kind == "prototype":
+        return head
+    view = PrototypeHead(head.temperature)
+    view.labels, view.support = head.labels, head.support
+    view.support_targets, view.prototypes = head.support_targets, head.prototypes
+    return view
+
+
 def in_scope_features(
     head: PrototypeHead,
     emb: torch.Tensor,
@@ -95,7 +106,14 @@ def in_scope_features(
     probs: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """(n, len(FEATURES)) features of each query embedding against a fitted head
-    (``sims`` and ``probs``: the head's outputs for ``emb``, if already computed)."""
+    (``sims`` and ``probs``: the head's outputs for ``emb``, if already computed).
+
+    The features are those of the prototype head over the same examples, whatever the head:
+    the scorer was trained on them and the leave-one-out calibration measures them, so a
+    matching head's nearest-example similarities (higher than any prototype's) would make
+    every message look in scope."""
+    if head.kind != "prototype":
+        head, sims, probs = prototype_view(head), None, None
     stats = stats or BotStatistics.of(head)
     sims = head.similarities(emb) if sims is None else sims
     top2 = sims.topk(min(2, sims.shape[1]), dim=1).values
@@ -268,10 +286,6 @@ class HeldOutScores:
         return cls(in_scope_features(head, emb, sims=sims), own)
 
 
-class InScopeConfigError(ValueError):
-    """``out_of_scope_detection`` asks for something this encoder cannot give."""
-
-
 @dataclass
 class InScopeEstimator:
     """A bot's in-scope score, as configured by ``out_of_scope_detection``.
@@ -309,6 +323,7 @@ class InScopeEstimator:
         if method == "learned":
             if scorer is None:
                 raise ValueError("the learned in-scope score needs a scorer")
+            head = prototype_view(head)  # the features the scorer reads, whatever the head
             stats = BotStatistics.of(head)
             # The scorer ranks; the bot's own examples set the scale: the ``quantile``-th least
             # typical example (scored as if it were new) lands at 0.5, as with the similarity

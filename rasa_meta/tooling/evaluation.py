@@ -14,6 +14,7 @@ import torch
 from rasa_meta.runtime.encoder import SentenceEncoder
 from rasa_meta.runtime.heads import make_head
 from rasa_meta.runtime.model import FALLBACK_TEMPERATURE
+from rasa_meta.training.adapt import adapt
 from rasa_meta.training.corpus import IntentCorpus, few_shot_task, sample_shots  # noqa: F401
 from rasa_meta.training.metrics import (  # noqa: F401
     accuracy,
@@ -112,7 +113,7 @@ def inner_loop_accuracy(
         encoder=encoder_name, epochs=epochs, random_seed=seed, device="cpu", **settings
     ))
     start = time.perf_counter()
-    model.fit(train.texts, train.labels)
+    adapt(model, train.texts, train.labels)
     seconds = time.perf_counter() - start
     probs, _, _ = model.predict(test.texts)
     pred = [model.labels[i] for i in probs.argmax(1).tolist()]

@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from rasa_meta.runtime.errors import RasaMetaError
+
 logger = logging.getLogger(__name__)
 
 # Relative windows: "7d", "12h", "30m", "2w".
@@ -30,7 +32,7 @@ CONNECT_TIMEOUT = 10
 SQL_EVENTS_TABLE = "events"  # SQLTrackerStore.SQLEvent.__tablename__
 
 
-class InboxError(Exception):
+class InboxError(RasaMetaError):
     """A problem the user can fix; the command prints it as one line and exits with 2."""
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from rasa_meta.runtime.model import FewShotIntentModel
 from rasa_meta.tooling.evaluation import auroc, expected_calibration_error
+from rasa_meta.training.adapt import adapt
 
 
 @dataclass
@@ -381,7 +382,7 @@ def evaluate_task(
         def encode(texts: List[str]) -> torch.Tensor:
             return cached_encode(model.encoder, texts, cache_dir)
     else:
-        model.fit(task.train.texts, task.train.labels)
+        adapt(model, task.train.texts, task.train.labels)
 
         def encode(texts: List[str]) -> torch.Tensor:
             return model.embed(texts)

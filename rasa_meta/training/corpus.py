@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from rasa_meta.runtime.errors import InvalidOptionError
+
 
 @dataclass(frozen=True)
 class CorpusInfo:
@@ -148,7 +150,7 @@ def load_rasa_nlu(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> Intent
     return IntentCorpus(Path(paths[0]).stem, texts, labels)
 
 
-class UnknownCorpusError(ValueError):
+class UnknownCorpusError(InvalidOptionError):
     """A corpus name that is neither registered nor a path."""
 
 
