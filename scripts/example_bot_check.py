@@ -1,8 +1,9 @@
 """example_bot's held-out paraphrases and off-topic messages, with and without the inner loop.
 
-Usage: python scripts/example_bot_check.py --epochs 0 1 --out docs/example_bot_inner_loop.json
+Usage: python scripts/example_bot_check.py --epochs 0 1 \
+           --out docs/results/example_bot/example_bot_inner_loop.json
        python scripts/example_bot_check.py --epochs 1 --calibrations held_out leave_one_out \
-           --out docs/example_bot_calibration.json
+           --out docs/results/example_bot/example_bot_calibration.json
 
 The model is fitted exactly as the component fits it (default config, CPU); a prediction
 counts as answered when its confidence reaches FallbackClassifier's 0.4 (example_bot's).
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--calibrations", nargs="+", default=["leave_one_out"],
                     help="oos_calibration values (with the inner loop on).")
     ap.add_argument("--threshold", type=float, default=0.4)
-    ap.add_argument("--out", default="docs/example_bot_inner_loop.json")
+    ap.add_argument("--out", default="docs/results/example_bot/example_bot_inner_loop.json")
     ns = ap.parse_args()
     train = load_rasa_nlu(BOT / "data" / "nlu.yml")
     held_out = load_rasa_nlu(BOT / "tests" / "nlu_paraphrases.yml")

@@ -3,7 +3,7 @@
 Usage:
     python scripts/few_shot_table.py --encoder BANKING77=runs/loo/BANKING77 \\
         --encoder SGD=runs/loo/SGD [--split test] [--shots 5 10] [--seeds 0 1 2] \\
-        [--inner-epochs 2] [--out docs/few_shot_test.json]
+        [--inner-epochs 2] [--out docs/results/few_shot/few_shot_test.json]
 
 Each dataset is evaluated with the encoder named for it, which must not have seen that
 dataset's family in meta-training (checked against the checkpoint's metadata). Corpora with

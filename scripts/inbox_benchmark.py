@@ -8,7 +8,7 @@ of a shop bot's scope), so that much of it falls back and is clustered. Then it 
 whole command, `rasa-meta inbox`, in a fresh process and records its wall-clock time:
 
     python scripts/inbox_benchmark.py --model example_bot/models/<model>.tar.gz \
-        --workdir /tmp/inbox-bench --output docs/inbox_benchmark.json
+        --workdir /tmp/inbox-bench --output docs/results/inbox/inbox_benchmark.json
 """
 
 from __future__ import annotations

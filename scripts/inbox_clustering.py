@@ -21,7 +21,8 @@ then the one putting the fewest out-of-scope messages into clusters. Its second 
     python scripts/inbox_clustering.py --encoder CLINC150=runs/loo/CLINC150 \
         --encoder BANKING77=runs/loo/BANKING77 --encoder TOP=runs/loo/TOP \
         --encoder MULTIDOGO=runs/loo/MULTIDOGO --seeds 0 1 \
-        --bot-model example_bot/models/<model>.tar.gz --output docs/inbox_clustering.json
+        --bot-model example_bot/models/<model>.tar.gz \
+        --output docs/results/inbox/inbox_clustering.json
 
 Each corpus is read with an encoder meta-trained without it (the leave-one-out
 checkpoints), so that its intents are new to the encoder as a bot's missing intents are.
@@ -255,7 +256,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None,
                         help="Keep the simulated bots' parses here (pickle) and reuse them.")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--output", default="docs/inbox_clustering.json")
+    parser.add_argument("--output", default="docs/results/inbox/inbox_clustering.json")
     ns = parser.parse_args()
     root = Path(ns.data_root) if ns.data_root else data_root()
     specs = [s.split("=", 1) for s in ns.encoder] or [["CLINC150", "default"]]

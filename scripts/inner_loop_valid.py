@@ -7,7 +7,7 @@ on the dataset's `valid` split, full label set; `epochs 0` is the head-only defa
 Usage:
     python scripts/inner_loop_valid.py --encoder BANKING77=runs/loo/BANKING77 \\
         --encoder CLINC150=runs/loo/CLINC150 --shots 10 --epochs 0 1 3 --layers 2 -1 \\
-        --learning-rates 3e-5 1e-4 --out docs/inner_loop_valid.json
+        --learning-rates 3e-5 1e-4 --out docs/results/inner_loop/inner_loop_valid.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--learning-rates", nargs="+", type=float, default=[3e-5, 1e-4])
     ap.add_argument("--objectives", nargs="+", default=["both"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="docs/inner_loop_valid.json")
+    ap.add_argument("--out", default="docs/results/inner_loop/inner_loop_valid.json")
     ns = ap.parse_args()
     out = Path(ns.out)
     rows: List[Dict] = []

@@ -1,7 +1,7 @@
 """`max_length` 64 vs 128 tokens: accuracy on valid splits and per-message latency.
 
 Usage: python scripts/max_length_check.py --encoder BANKING77=runs/loo/BANKING77 \\
-    --encoder CLINC150=runs/loo/CLINC150 --out docs/max_length.json
+    --encoder CLINC150=runs/loo/CLINC150 --out docs/results/few_shot/max_length.json
 
 Head-only models (``epochs: 0``) so that only the encoding differs; latency is the p50 of
 single-message predictions over the first 200 valid messages, after 20 warm-up calls.
@@ -24,7 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder", action="append", required=True, help="DATASET=encoder")
     ap.add_argument("--lengths", nargs="+", type=int, default=[64, 128])
-    ap.add_argument("--out", default="docs/max_length.json")
+    ap.add_argument("--out", default="docs/results/few_shot/max_length.json")
     ns = ap.parse_args()
     rows = []
     for spec in ns.encoder:

@@ -8,7 +8,7 @@ intents of the training corpora). Results are written after each run.
 Usage:
     python scripts/meta_ablation.py --exclude BANKING77 --valid-corpus BANKING77 \\
         --episodes 240 --eval-every 40 \\
-        --out docs/meta_training_ablation.json [--only proto-10way-all ...]
+        --out docs/results/meta_training/meta_training_ablation.json [--only proto-10way-all ...]
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=3e-5)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--runs", default="runs/ablation")
-    ap.add_argument("--out", default="docs/meta_training_ablation.json")
-    ap.add_argument("--plot", default="docs/img/meta_training_ablation.png")
+    ap.add_argument("--out", default="docs/results/meta_training/meta_training_ablation.json")
+    ap.add_argument("--plot", default="docs/results/meta_training/meta_training_ablation.png")
     ap.add_argument("--plot-only", action="store_true")
     ns = ap.parse_args()
     out = Path(ns.out)

@@ -7,7 +7,7 @@
 # it trains for the median best step of the folds and keeps the final state.
 #
 # Usage: bash scripts/meta_train_folds.sh [RECIPE FLAGS...]   (runs/loo/<DATASET>, runs/all)
-# FOLD_ROOT=runs/scorer PROVENANCE=docs/oos_folds.json SKIP_ALL=1 bash scripts/meta_train_folds.sh ... writes the folds
+# FOLD_ROOT=runs/scorer PROVENANCE=docs/results/meta_training/oos_folds.json SKIP_ALL=1 bash scripts/meta_train_folds.sh ... writes the folds
 # elsewhere: the out-of-scope evidence (scripts/oos_evidence.py) uses folds made since the
 # in-scope scorer exists, which meta-train trains with each fold (--scorer-episodes).
 set -euo pipefail
@@ -36,7 +36,7 @@ PY
 fi
 # Provenance of every fold (and the shipped run) in one committed file: merged into it, so
 # folds made in one call and the shipped run in another all stay recorded.
-FOLD_ROOT="$FOLD_ROOT" PROVENANCE="${PROVENANCE:-docs/meta_training_folds.json}" python - <<'PY'
+FOLD_ROOT="$FOLD_ROOT" PROVENANCE="${PROVENANCE:-docs/results/meta_training/meta_training_folds.json}" python - <<'PY'
 import json, os, pathlib
 out = pathlib.Path(os.environ["PROVENANCE"])
 runs = json.loads(out.read_text()) if out.is_file() else {}

@@ -1,7 +1,7 @@
 """How each in-scope calibration rule sets the learned score's scale, from saved fits.
 
     python scripts/oos_calibration_study.py runs/oos_raw/*.pt \
-        --output docs/oos_calibration_study.json
+        --output docs/results/out_of_scope/oos_calibration_study.json
 
 Reads the fitted heads, held-out scores and split embeddings that ``scripts/oos_evidence.py``
 saves (``--raw-dir``), applies every rule's offset to the learned scorer's logits and reports,

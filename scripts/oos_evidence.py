@@ -2,7 +2,7 @@
 test, and the component's confidence at thresholds chosen on valid (and at the default).
 
     python scripts/oos_evidence.py --encoder CLINC150=runs/scorer/CLINC150 \
-        --dataset CLINC150 --shots 5 10 full --output docs/oos_evidence.json
+        --dataset CLINC150 --shots 5 10 full --output docs/results/out_of_scope/oos_evidence.json
 
 Each dataset is scored with the encoder (and in-scope scorer) trained without it. Rows are
 appended to --output, so datasets can be run one at a time.

@@ -1,6 +1,7 @@
 """Markdown tables from the OOS evidence (scripts/oos_evidence.py output).
 
-    python scripts/oos_table.py docs/oos_evidence.json > docs/oos_evidence.md
+    python scripts/oos_table.py docs/results/out_of_scope/oos_evidence.json \
+        > docs/results/out_of_scope/oos_evidence.md
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def recommended_threshold_section(rows: list, threshold: str = "0.4") -> None:
 
 
 if __name__ == "__main__":
-    source = sys.argv[1] if len(sys.argv) > 1 else "docs/oos_evidence.json"
+    source = sys.argv[1] if len(sys.argv) > 1 else "docs/results/out_of_scope/oos_evidence.json"
     evidence = json.loads(open(source, encoding="utf-8").read())
     main(evidence)
     default_threshold_section(evidence)

@@ -7,8 +7,8 @@ Two steps:
     python scripts/traffic_share.py fit --encoder CLINC150=runs/scorer/CLINC150 \
         --dataset CLINC150 --shots 10 full
     # 2. fit the logit maps and choose the default share on *valid* mixes, then measure every
-    #    test mix: docs/traffic_share.json and docs/traffic_share.md
-    python scripts/traffic_share.py analyse --output docs/traffic_share.json
+    #    test mix: docs/results/traffic_share/traffic_share.json and traffic_share.md beside it
+    python scripts/traffic_share.py analyse --output docs/results/traffic_share/traffic_share.json
 
 A mix with out-of-scope share s draws in-scope and out-of-scope messages of one task at that
 ratio (as many as the smaller pool allows; seeds 0-4). Overall accuracy counts an answer right
@@ -334,7 +334,7 @@ def main() -> None:
     f.add_argument("--shots", nargs="+", default=["10", "full"])
     f.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("analyse")
-    a.add_argument("--output", default="docs/traffic_share.json")
+    a.add_argument("--output", default="docs/results/traffic_share/traffic_share.json")
     a.add_argument("--fit-datasets", nargs="*", default=[],
                    help="Corpora whose valid mixes choose the maps and the default share.")
     for step in (f, a):

@@ -200,7 +200,8 @@ def test_the_shipped_maps_and_default_share_are_the_ones_chosen_on_valid():
     from rasa_meta.runtime import traffic_share
     from tests.conftest import REPO
 
-    evidence = json.loads((REPO / "docs" / "traffic_share.json").read_text())
+    evidence = json.loads(
+        (REPO / "docs" / "results" / "traffic_share" / "traffic_share.json").read_text())
     assert traffic_share.RIGHT_MAP == pytest.approx(tuple(evidence["maps"]["right"]))
     assert traffic_share.IN_SCOPE_MAP == pytest.approx(tuple(evidence["maps"]["in_scope"]))
     assert traffic_share.DEFAULT_OUT_OF_SCOPE_SHARE == pytest.approx(evidence["default_share"])
