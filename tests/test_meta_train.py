@@ -144,3 +144,49 @@ def test_a_held_out_corpus_valid_split_picks_the_step_and_keep_last_keeps_the_en
                                  episodes=6, eval_every=2, **common)
     result = meta_train(last, corpora=[word_corpus("a")])
     assert result.best_step == 6 and result.steps == 6  # no early stop, the end is kept
+
+
+def test_fomaml_run_scores_after_the_inner_loop_and_records_it(tiny_encoder_dir, tmp_path):
+    args = MetaTrainingArguments(
+        output_dir=str(tmp_path / "fomaml"), base_model=str(tiny_encoder_dir),
+        meta_algorithm="fomaml", valid_after_inner_loop=True, episodes=4, n_way=3, k_shot=2,
+        q_query=2, eval_every=2, valid_episodes=2, valid_fraction=0.4, learning_rate=3e-3,
+        device="cpu", scorer_episodes=0, keep_last=True,
+    )
+    result = meta_train(args, corpora=[word_corpus("a")], command="rasa-meta meta-train x")
+    assert [h["step"] for h in result.history] == [0, 2, 4]
+    assert all(0 <= h["valid_adapted_accuracy"] <= 1 for h in result.history)
+    meta = read_metadata(result.output_dir)
+    assert meta["meta_algorithm"] == "fomaml" and meta["command"] == "rasa-meta meta-train x"
+    assert meta["selected_on"] == "meta-valid, after the inner loop"
+    assert meta["selection_accuracy"] == result.history[-1]["valid_adapted_accuracy"]
+    assert meta["inner_loop"] == {"epochs": 1, "learning_rate": 1e-4, "train_layers": -1,
+                                  "objective": "both", "seed": FewShotConfig().random_seed}
+    with pytest.raises(ValueError, match="meta_algorithm"):
+        MetaTrainingArguments(meta_algorithm="maml").validate()
+
+
+def test_the_command_line_records_its_command_and_library_code_reads_no_argv(
+    tmp_path, monkeypatch
+):
+    from pathlib import Path
+
+    import rasa_meta.training
+    from rasa_meta.tooling import cli
+    from rasa_meta.training.meta_train import MetaTrainingResult
+
+    seen = {}
+
+    def fake_meta_train(args, corpora=None, command=None):
+        seen.update(args=args, command=command)
+        return MetaTrainingResult(Path(args.output_dir), 0.5, 0, 0, 0.0, [])
+
+    monkeypatch.setattr("rasa_meta.training.meta_train.meta_train", fake_meta_train)
+    argv = ["meta-train", "--output-dir", str(tmp_path / "o"), "--meta-algorithm", "reptile",
+            "--inner-learning-rate", "2e-4", "--prompt", "a b"]
+    assert cli.main(argv) == 0
+    assert seen["command"] == f"rasa-meta meta-train --output-dir {tmp_path / 'o'} " \
+        "--meta-algorithm reptile --inner-learning-rate 2e-4 --prompt 'a b'"
+    assert seen["args"].meta_algorithm == "reptile" and seen["args"].inner_learning_rate == 2e-4
+    for path in Path(rasa_meta.training.__file__).parent.glob("*.py"):
+        assert "sys.argv" not in path.read_text(), path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import typing
 from dataclasses import fields
@@ -83,7 +84,8 @@ def _run_meta_train(ns: argparse.Namespace) -> int:
     from rasa_meta.training.meta_train import meta_train
 
     values = {f.name: getattr(ns, f.name) for f in fields(MetaTrainingArguments)}
-    result = meta_train(MetaTrainingArguments(**values))
+    # the checkpoint records the command that made it: this command line
+    result = meta_train(MetaTrainingArguments(**values), command=getattr(ns, "command_line", None))
     print(
         json.dumps(
             {
@@ -568,6 +570,7 @@ COMMANDS = {
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.command_line = shlex.join(["rasa-meta", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING)
     return COMMANDS[ns.command](ns)
 

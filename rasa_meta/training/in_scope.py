@@ -25,8 +25,11 @@ from rasa_meta.runtime.in_scope import FEATURES, MONOTONE, BotStatistics, InScop
 from rasa_meta.runtime.in_scope import in_scope_features as compute_features
 from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel, encoder_temperature
 from rasa_meta.runtime.progress import progress
+from rasa_meta.training.arguments import arg
 from rasa_meta.training.corpus import META_TRAINING_CORPORA, leave_out, load_corpus
-from rasa_meta.training.meta_train import _arg
+from rasa_meta.training.embedding_cache import cached_encode
+from rasa_meta.training.episodes import build_episode, shuffled_shots
+from rasa_meta.training.metrics import auroc
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +37,15 @@ logger = logging.getLogger(__name__)
 class ScorerTrainingArguments:
     """A scorer training run; the ``rasa-meta train-scorer`` flags are generated from it."""
 
-    encoder: str = _arg("default", "Encoder directory the scorer is trained for and saved in.")
-    output_dir: str = _arg("", "Where in_scope_scorer.json is written (default: --encoder).")
-    corpora: List[str] = _arg(META_TRAINING_CORPORA, "Corpora the episodes are drawn from.")
-    exclude: List[str] = _arg([], "Datasets left out, as for meta-training.")
-    episodes: int = _arg(600, "Simulated bots; a fifth are held out to report meta-valid.")
-    max_per_intent: int = _arg(40, "Examples encoded per intent.")
-    seed: int = _arg(0, "Seed of the example draw and the episodes.")
-    data_root: str = _arg("", "Folder of the corpora (default: RASA_META_DATA or ../shared/data).")
-    cache_dir: str = _arg("", "Cache of corpus embeddings (none if empty).")
+    encoder: str = arg("default", "Encoder directory the scorer is trained for and saved in.")
+    output_dir: str = arg("", "Where in_scope_scorer.json is written (default: --encoder).")
+    corpora: List[str] = arg(META_TRAINING_CORPORA, "Corpora the episodes are drawn from.")
+    exclude: List[str] = arg([], "Datasets left out, as for meta-training.")
+    episodes: int = arg(600, "Simulated bots; a fifth are held out to report meta-valid.")
+    max_per_intent: int = arg(40, "Examples encoded per intent.")
+    seed: int = arg(0, "Seed of the example draw and the episodes.")
+    data_root: str = arg("", "Folder of the corpora (default: RASA_META_DATA or ../shared/data).")
+    cache_dir: str = arg("", "Cache of corpus embeddings (none if empty).")
 
 
 # Intent embeddings of one corpus: intent → (n, d) unit vectors.
@@ -58,19 +61,31 @@ class ScorerEpisode:
     in_scope: torch.Tensor  # (q,) bool
 
 
-def sample_scorer_episode(
+@dataclass
+class ScorerBot:
+    """A simulated bot drawn for the scorer: its examples and the queries it is asked."""
+
+    support: torch.Tensor  # (n, d) the bot's examples
+    labels: List[str]  # their intents
+    queries: torch.Tensor  # (q, d) other examples of those intents
+    query_labels: List[str]
+    out_of_scope: torch.Tensor  # (o, d) intents it was not given, and another corpus's
+
+
+def draw_scorer_bot(
     corpora: Dict[str, CorpusEmbeddings],
     rng: random.Random,
-    config: FewShotConfig,
-    temperature: float,
     shots: Sequence[int] = (5, 10, 20),
     queries_per_intent: int = 4,
     max_intents: int = 300,
-    target: str = "correct",
-) -> Optional[ScorerEpisode]:
-    """One simulated bot from ``corpora`` (None if the drawn corpus is too small)."""
-    # A bot covers one corpus's domain, or (half the time) several corpora's: bots with many
-    # intents (150 and more) must be seen too, and no single corpus has that many.
+) -> Optional[ScorerBot]:
+    """One simulated bot from ``corpora`` (None if the drawn corpora are too small).
+
+    A bot covers one corpus's domain, or (half the time) several corpora's: bots with many
+    intents (150 and more) must be seen too, and no single corpus has that many. Some of the
+    drawn intents are held out (near out-of-scope); each kept intent's examples are split by
+    the episode builder (:func:`~rasa_meta.training.episodes.shuffled_shots`).
+    """
     names = sorted(corpora)
     n_corpora = 1 if rng.random() < 0.5 or len(names) < 3 else rng.randint(2, len(names) - 1)
     chosen = rng.sample(names, n_corpora)
@@ -83,50 +98,65 @@ def sample_scorer_episode(
     held_out, kept = intents[:n_held], intents[n_held:]
     kept = kept[: rng.randint(min(5, len(kept)), min(max_intents, len(kept)))]
     k = rng.choice(list(shots))
-    support, labels, queries, query_labels = [], [], [], []
-    for intent in kept:
-        emb = pool[intent]
-        order = list(range(len(emb)))
-        rng.shuffle(order)
-        n_support = min(k, len(emb) - 1)
-        if n_support < 1:
-            continue
-        support.append(emb[order[:n_support]])
-        labels += [intent] * n_support
-        q = order[n_support: n_support + queries_per_intent]
-        queries.append(emb[q])
-        query_labels += [intent] * len(q)
-    if len(set(labels)) < 2 or not query_labels:
+    rows = {intent: range(len(pool[intent])) for intent in kept}
+    episode = build_episode(rows, kept, shuffled_shots(k, queries_per_intent), rng)
+    if episode.n_way < 2 or not episode.query:
         return None
     near = [pool[i][:queries_per_intent] for i in held_out]
     others = [c for c in corpora if c not in chosen]
     far: List[torch.Tensor] = []
     if others:
-        other = corpora[rng.choice(others)]
-        pool = torch.cat(list(other.values()))
-        n_far = min(len(pool), sum(len(x) for x in near))
-        far = [pool[torch.tensor(rng.sample(range(len(pool)), n_far))]]
-    oos = torch.cat(near + far)
-    model = FewShotIntentModel(
-        FewShotConfig(**{**config.__dict__, "temperature": temperature,
-                         "out_of_scope_detection": "similarity"})
+        other = torch.cat(list(corpora[rng.choice(others)].values()))
+        n_far = min(len(other), sum(len(x) for x in near))
+        far = [other[torch.tensor(rng.sample(range(len(other)), n_far))]]
+    return ScorerBot(
+        support=_rows(pool, episode.support_labels, episode.support),
+        labels=episode.support_labels,
+        queries=_rows(pool, episode.query_labels, episode.query),
+        query_labels=episode.query_labels,
+        out_of_scope=torch.cat(near + far),
     )
-    model.fit_embeddings(torch.cat(support), labels, [""] * len(labels))
+
+
+def _rows(pool: CorpusEmbeddings, labels: Sequence[str], rows: Sequence[int]) -> torch.Tensor:
+    return torch.stack([pool[lab][r] for lab, r in zip(labels, rows)])
+
+
+def sample_scorer_episode(
+    corpora: Dict[str, CorpusEmbeddings],
+    rng: random.Random,
+    config: FewShotConfig,
+    temperature: float,
+    shots: Sequence[int] = (5, 10, 20),
+    queries_per_intent: int = 4,
+    max_intents: int = 300,
+    target: str = "correct",
+) -> Optional[ScorerEpisode]:
+    """One simulated bot from ``corpora`` and its queries' features (None if the drawn
+    corpus is too small)."""
+    bot = draw_scorer_bot(corpora, rng, shots, queries_per_intent, max_intents)
+    if bot is None:
+        return None
+    model = FewShotIntentModel(
+        # names off: the episode's embeddings come from the corpora, its labels are theirs
+        FewShotConfig(**{**config.__dict__, "temperature": temperature,
+                         "out_of_scope_detection": "similarity", "label_name_weight": 0.0})
+    )
+    model.fit_embeddings(bot.support, bot.labels, [""] * len(bot.labels))
     head = model.head
     stats = BotStatistics.of(head)
-    q_in = torch.cat(queries)
-    pred = head.predict_proba(q_in).argmax(1)
-    gold = torch.tensor([head.labels.index(lab) for lab in query_labels])
+    pred = head.predict_proba(bot.queries).argmax(1)
+    gold = torch.tensor([head.labels.index(lab) for lab in bot.query_labels])
+    n_in, n_oos = len(bot.queries), len(bot.out_of_scope)
     return ScorerEpisode(
-        features=torch.cat(
-            [compute_features(head, q_in, stats), compute_features(head, oos, stats)]
-        ),
+        features=torch.cat([compute_features(head, bot.queries, stats),
+                            compute_features(head, bot.out_of_scope, stats)]),
         correct=torch.cat([
-            (pred == gold).float() if target == "correct" else torch.ones(len(q_in)),
-            torch.zeros(len(oos)),
+            (pred == gold).float() if target == "correct" else torch.ones(n_in),
+            torch.zeros(n_oos),
         ]),
-        in_scope=torch.cat([torch.ones(len(q_in), dtype=torch.bool),
-                            torch.zeros(len(oos), dtype=torch.bool)]),
+        in_scope=torch.cat([torch.ones(n_in, dtype=torch.bool),
+                            torch.zeros(n_oos, dtype=torch.bool)]),
     )
 
 
@@ -184,8 +214,6 @@ def embed_corpora(
     encoder, corpora: Sequence, max_per_intent: int, seed: int, cache_dir: Optional[str] = None
 ) -> Dict[str, CorpusEmbeddings]:
     """Encode at most ``max_per_intent`` examples of every intent of every corpus."""
-    from rasa_meta.tooling.evaluation import cached_encode
-
     rng = random.Random(seed)
     out: Dict[str, CorpusEmbeddings] = {}
     for corpus in progress(corpora, desc="encoding corpora"):
@@ -249,8 +277,6 @@ def train_scorer(
 
 def scorer_quality(scorer: InScopeScorer, episodes: Sequence[ScorerEpisode]) -> Dict[str, float]:
     """Weighted log loss and mean per-episode AUROC (in-scope vs OOS) on held-out episodes."""
-    from rasa_meta.tooling.evaluation import auroc
-
     x = torch.cat([ep.features for ep in episodes])
     y = torch.cat([ep.correct for ep in episodes])
     w = episode_weights(episodes)

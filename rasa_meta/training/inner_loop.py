@@ -9,13 +9,14 @@ are stored with the bot's model.
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import torch
 
 from rasa_meta.runtime.encoder import SentenceEncoder, set_trainable_layers, transformer_layers
 from rasa_meta.runtime.model import FewShotConfig
 from rasa_meta.runtime.progress import progress
+from rasa_meta.training.episodes import Episode, build_episode, epoch_ways, group_by_label, halves
 from rasa_meta.training.learner import (
     MetaLearner,
     cosine_schedule,
@@ -30,30 +31,13 @@ _COMPONENT = FewShotConfig()
 
 def bot_episodes(
     labels: Sequence[str], rng: random.Random, n_way: int = 16, max_per_class: int = 8
-) -> List[Dict[str, List[int]]]:
+) -> List[Episode[int]]:
     """One epoch of episodes over every intent: each intent appears once per epoch, its
-    examples split at random into support and query halves (intents with a single example
-    only join as extra contrastive negatives)."""
-    groups: Dict[str, List[int]] = {}
-    for i, lab in enumerate(labels):
-        groups.setdefault(lab, []).append(i)
-    intents = sorted(groups)
-    rng.shuffle(intents)
-    episodes = []
-    for start in range(0, len(intents), n_way):
-        support: List[int] = []
-        query: List[int] = []
-        s_t: List[int] = []
-        q_t: List[int] = []
-        for target, intent in enumerate(intents[start : start + n_way]):
-            idx = rng.sample(groups[intent], min(len(groups[intent]), max_per_class))
-            half = max(1, len(idx) // 2)
-            support += idx[:half]
-            s_t += [target] * half
-            query += idx[half:]
-            q_t += [target] * (len(idx) - half)
-        episodes.append({"support": support, "query": query, "s_t": s_t, "q_t": q_t})
-    return episodes
+    examples (indices into ``labels``) split at random into support and query halves
+    (intents with a single example only join as extra contrastive negatives)."""
+    groups = group_by_label(range(len(labels)), labels)
+    split = halves(max_per_class)
+    return [build_episode(groups, ways, split, rng) for ways in epoch_ways(groups, n_way, rng)]
 
 
 def finetune_encoder(
@@ -76,12 +60,44 @@ def finetune_encoder(
     float16, the precision they are stored in, so the reloaded model predicts exactly what
     the trained one did.
     """
+    names = fast_adapt(
+        encoder, texts, labels, epochs, learning_rate, train_layers, init_scale, seed,
+        show_progress, objective,
+    )
+    if names:
+        encoder.eval()
+        params = dict(encoder.model.named_parameters())
+        with torch.no_grad():
+            for name in names:
+                params[name].copy_(params[name].half().to(params[name].dtype))
+    for p in encoder.model.parameters():
+        p.requires_grad_(False)
+    return names
+
+
+def fast_adapt(
+    encoder: SentenceEncoder,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    epochs: int = _COMPONENT.epochs,
+    learning_rate: float = _COMPONENT.finetune_learning_rate,
+    train_layers: int = _COMPONENT.finetune_layers,
+    init_scale: float = 20.0,
+    seed: int = _COMPONENT.random_seed,
+    show_progress: bool = False,
+    objective: str = _COMPONENT.finetune_objective,
+) -> List[str]:
+    """The inner loop's descent, as :func:`finetune_encoder` runs it, without the rounding to
+    storage precision: in place, in full precision, the trained blocks left requiring grad.
+    Returns the names of the parameters it trained ([] when there is nothing to adapt).
+
+    Meta-training adapts its fast weights with it (``training/meta_algorithms.py``): the same
+    episodes, blocks, steps, learning rate, schedule and loss as `rasa train`.
+    """
     if train_layers < 0:
         train_layers = len(transformer_layers(encoder.model))
     names = set_trainable_layers(encoder.model, train_layers)
     if epochs <= 0 or len(set(labels)) < 2 or not names:
-        for p in encoder.model.parameters():
-            p.requires_grad_(False)
         return []
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -94,22 +110,15 @@ def finetune_encoder(
     device = encoder.device
     learner.train()
     for ep in progress(plan, desc="adapting encoder", disable=not show_progress):
-        order = ep["support"] + ep["query"]
-        batch = encoder.tokenize([texts[i] for i in order])
+        batch = encoder.tokenize([texts[i] for i in ep.support + ep.query])
         emb, scale = learner(batch)
-        n_s = len(ep["support"])
+        n_s = len(ep.support)
         loss = episode_loss(
             # an episode of single-example intents has no queries: only pairs to contrast
-            objective if ep["query"] else "contrastive",
-            emb[:n_s], torch.tensor(ep["s_t"], device=device),
-            emb[n_s:], torch.tensor(ep["q_t"], device=device),
+            objective if ep.query else "contrastive",
+            emb[:n_s], ep.support_targets.to(device),
+            emb[n_s:], ep.query_targets.to(device),
             scale,
         )
         optimizer_step(loss, optimizer, scheduler, params)
-    encoder.eval()
-    with torch.no_grad():
-        for p in params:
-            p.copy_(p.half().to(p.dtype))
-    for p in encoder.model.parameters():
-        p.requires_grad_(False)
     return names

@@ -56,8 +56,19 @@ def optimizer_step(
     params: Iterable[nn.Parameter],
 ) -> None:
     """Backpropagate ``loss``, clip the gradient norm of ``params``, step and schedule."""
+    params = list(params)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    apply_gradients(optimizer, scheduler, params)
+
+
+def apply_gradients(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: Iterable[nn.Parameter],
+) -> None:
+    """Clip the gradient norm of ``params`` (their ``.grad``, however it was computed: a
+    backward pass, or a meta-gradient set by hand), step and schedule."""
     torch.nn.utils.clip_grad_norm_(list(params), MAX_GRAD_NORM)
     optimizer.step()
     scheduler.step()

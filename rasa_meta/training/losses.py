@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rasa_meta.runtime.config import OBJECTIVES
 from rasa_meta.runtime.heads import class_means
-from rasa_meta.runtime.model import OBJECTIVES
 
 
 def prototypical_loss(
