@@ -27,7 +27,7 @@ demo: install
 	cd example_bot && ../$(BIN)/rasa train && ../$(BIN)/python converse.py
 
 lint: install
-	$(BIN)/ruff check rasa_meta tests example_bot scripts
+	$(BIN)/ruff check rasa_meta research tests example_bot scripts
 
 test: lint
 	$(BIN)/python -m pytest --durations=15

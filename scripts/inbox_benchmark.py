@@ -14,7 +14,6 @@ whole command, `rasa-meta inbox`, in a fresh process and records its wall-clock 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -22,44 +21,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# (text, recorded intent, recorded confidence, timestamp)
-Turn = Tuple[str, Optional[str], float, float]
-
-
-def write_tracker_store(db: Path, conversations: Sequence[Sequence[Turn]],
-                        progress: bool = True) -> None:
-    """Store conversations in a SQLite tracker store through Rasa's SQLTrackerStore."""
-    from rasa.core.tracker_store import SQLTrackerStore
-    from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, UserUttered
-    from rasa.shared.core.trackers import DialogueStateTracker
-    from tqdm.auto import tqdm
-
-    store = SQLTrackerStore(dialect="sqlite", db=str(db))
-
-    async def save_all() -> None:
-        for n, turns in enumerate(tqdm(conversations, desc="writing conversations",
-                                       disable=not progress, leave=False)):
-            start = turns[0][3] - 1.0
-            events = [ActionExecuted("action_session_start", timestamp=start),
-                      SessionStarted(timestamp=start),
-                      ActionExecuted("action_listen", timestamp=start)]
-            for text, intent, confidence, stamp in turns:
-                parse = {"text": text, "intent": {"name": intent, "confidence": confidence},
-                         "intent_ranking": [{"name": intent, "confidence": confidence}],
-                         "entities": []}
-                events += [UserUttered(text, parse["intent"], parse_data=parse,
-                                       timestamp=stamp, input_channel="rest"),
-                           BotUttered("ok", timestamp=stamp + 0.2),
-                           ActionExecuted("action_listen", timestamp=stamp + 0.3)]
-            await store.save(DialogueStateTracker.from_events(f"user-{n:05d}", events))
-
-    asyncio.run(save_all())
-    store.engine.dispose()
+from rasa_meta.tooling.nlu_text import normalise_text  # noqa: E402
+from research.traffic import Turn, write_tracker_store  # noqa: E402
 
 
 def message_pool(n: int, seed: int) -> List[str]:
@@ -77,7 +45,7 @@ def message_pool(n: int, seed: int) -> List[str]:
     for pool, quota in ((support, n // 2), (other, n - n // 2)):
         taken = 0
         for text in rng.sample(pool, len(pool)):
-            key = " ".join(text.lower().split()).rstrip(" .!?")
+            key = normalise_text(text)  # what the inbox counts as one text
             if key in seen:
                 continue
             seen.add(key)

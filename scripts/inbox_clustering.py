@@ -52,10 +52,10 @@ from rasa_meta.tooling.inbox_groups import (  # noqa: E402
     intent_scale,
     intent_spread,
     prototypes,
-    score_groups,
     summarise_clusters,
 )
 from rasa_meta.training.corpus import data_root, load_split  # noqa: E402
+from research.clustering import score_groups  # noqa: E402
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.30, 0.951, 0.05)]
 # thresholds relative to the bot's own intents: factor x their typical spread

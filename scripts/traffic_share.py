@@ -26,7 +26,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from rasa_meta.runtime.traffic_share import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # research/
+
+from rasa_meta.runtime.traffic_share import (  # noqa: E402
     estimate_share,
     fallback_threshold,
     in_scope_probability,
@@ -55,9 +57,9 @@ def fit_and_score(dataset: str, encoder: str, shots: Sequence[str], seed: int,
                   raw_dir: Path = RAW_DIR) -> None:
     from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
     from rasa_meta.tooling.calibrate import message_logits
-    from rasa_meta.tooling.oos_eval import oos_tasks
     from rasa_meta.training.adapt import adapt
     from rasa_meta.training.corpus import data_root
+    from research.oos import oos_tasks
 
     root = Path(data_root())
     tasks = oos_tasks(dataset, shots, seed)

@@ -14,7 +14,7 @@ from rasa_meta.runtime.encoder import SHIPPED_ENCODER_DIR
 from rasa_meta.runtime.in_scope import SCORER_FILE
 from rasa_meta.runtime.traffic_share import fallback_threshold
 from rasa_meta.tooling.cli import main as cli_main
-from scripts.inbox_benchmark import write_tracker_store
+from research.traffic import write_tracker_store
 from tests.conftest import TOY_DATA
 
 # Messages far from every toy intent.

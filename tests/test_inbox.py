@@ -23,15 +23,14 @@ from rasa_meta.tooling.inbox_groups import (
     cluster_embeddings,
     intent_scale,
     intent_spread,
-    normalise_text,
     prototypes,
     review_confident,
-    score_groups,
     summarise_clusters,
-    yaml_safe_example,
 )
 from rasa_meta.tooling.inbox_traffic import InboxError, parse_time, read_traffic
-from scripts.inbox_benchmark import write_tracker_store
+from rasa_meta.tooling.nlu_text import normalise_text, yaml_safe_example
+from research.clustering import score_groups
+from research.traffic import write_tracker_store
 from tests.conftest import REPO
 
 # --- constructed embeddings ------------------------------------------------------------------
@@ -70,19 +69,6 @@ def test_a_threshold_too_large_merges_the_groups_and_the_score_says_so():
     merged = agglomerative(points, threshold=1.5)
     assert len(set(merged.tolist())) == 1
     assert score_groups(merged, groups).mean_coverage == 0.0  # each group is 1/3 of it
-
-
-def test_score_groups_needs_a_pure_cluster():
-    # group "a": 8 of its 10 messages in cluster 0 with 3 others (73 % pure): that cluster
-    # does not count; the best pure one is a singleton holding 1 of 10
-    ids = [0] * 11 + [1, 2]
-    groups = ["a"] * 8 + [None] * 3 + ["a", "a"]
-    assert score_groups(ids, groups).coverage["a"] == pytest.approx(0.1)
-    # with 2 others it is 80 % pure and holds 8 of the 10
-    score = score_groups(ids[1:], groups[:8] + [None] * 2 + ["a", "a"])
-    assert score.coverage["a"] == pytest.approx(0.8)
-    assert score.purity["a"] == pytest.approx(0.8)
-    assert score.recovered(0.8) == 1.0 and score.recovered(0.9) == 0.0
 
 
 def test_cluster_embeddings_above_the_cap_attaches_the_rest_to_the_nearest_cluster():
@@ -365,7 +351,7 @@ def trained_example_bot(tmp_path_factory) -> Path:
 def test_inbox_over_real_traffic_finds_the_missing_intent(trained_example_bot, tmp_path):
     from rasa.shared.nlu.training_data.loading import load_data
 
-    from scripts.inbox_demo import (
+    from research.traffic import (
         conversations,
         free_port,
         load_traffic,

@@ -50,6 +50,8 @@ def test_wheel_installs_with_rasa_and_trains_a_rasa_init_bot(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("delta.safetensors", "rasa_meta.json", "in_scope_scorer.json"):
         assert f"rasa_meta/default_encoder/{shipped}" in names, shipped
+    # the product only: no research/, scripts/ or tests/ module
+    assert all(n.startswith(("rasa_meta/", "rasa_meta-")) for n in names), sorted(names)
 
     # 2. a fresh environment, one resolver call, the tested versions
     venv = tmp_path / "venv"

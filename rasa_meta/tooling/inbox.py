@@ -30,18 +30,18 @@ from rasa_meta.tooling.inbox_groups import (
     cluster_embeddings,
     intent_scale,
     intent_spread,
-    normalise_text,
     prototypes,
     review_confident,
     summarise_clusters,
 )
 from rasa_meta.tooling.inbox_traffic import InboxError, Traffic, parse_time, read_traffic
+from rasa_meta.tooling.nlu_text import normalise_text
 
 logger = logging.getLogger(__name__)
 
 # Answered messages below this confidence (or the FallbackClassifier threshold, if higher)
 # count as unsure and are clustered with the fallbacks; chosen with the clustering on held-out
-# intents (docs/inbox_clustering.json).
+# intents (docs/results/inbox/inbox_clustering.json).
 DEFAULT_LOW_CONFIDENCE = 0.7
 DEFAULT_OUTPUT_DIR = "results/inbox"
 

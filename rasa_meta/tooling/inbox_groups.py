@@ -8,20 +8,29 @@ threshold, so the number of clusters follows from the data. The threshold is rel
 bot: a factor times how broad its own intents are (:func:`intent_scale`), so a bot with broad
 intents gets broad clusters and one with fine-grained intents fine ones. Linkage, factor and
 the low-confidence bound were chosen on held-out intents of shared corpora
-(``scripts/inbox_clustering.py``, ``docs/inbox_clustering.json``, README "NLU inbox").
+(``scripts/inbox_clustering.py``, ``docs/results/inbox/inbox_clustering.json``, README "NLU inbox").
+
+Prototypes and leave-one-out similarities are the runtime's own
+(:func:`~rasa_meta.runtime.heads.class_means`,
+:func:`~rasa_meta.runtime.in_scope.leave_one_out_similarities`); the study's score of how well
+clusters recover known groups is research code (``research/clustering.py``).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
-# Chosen on the valid splits of held-out intents (docs/inbox_clustering.json): the distance
-# threshold is SCALE_FACTOR x intent_scale(the bot's examples).
+from rasa_meta.runtime.heads import PrototypeHead, class_means
+from rasa_meta.runtime.in_scope import leave_one_out_similarities
+
+# Chosen on the valid splits of held-out intents (docs/results/inbox/inbox_clustering.json):
+# the distance threshold is SCALE_FACTOR x intent_scale(the bot's examples).
 DEFAULT_LINKAGE = "average"
 DEFAULT_SCALE_FACTOR = 1.4
 DEFAULT_DISTANCE_THRESHOLD = 0.5  # for tools without a bot; intent_scale's fallback x 1
@@ -33,19 +42,13 @@ DEFAULT_MAX_CLUSTER_POINTS = 6000
 DEFAULT_MIN_CLUSTER_SIZE = 3
 # A cluster is offered as more examples of its nearest intent when its messages' mean
 # similarity to the intent's prototype reaches this quantile of the intent's own
-# leave-one-out similarities (chosen for precision on held-out data, docs/inbox_clustering.json).
+# leave-one-out similarities (chosen for precision on held-out data,
+# docs/results/inbox/inbox_clustering.json).
 EXISTING_QUANTILE = 0.1
 # Nearest training examples consulted to review a confident prediction.
 REVIEW_NEIGHBOURS = 3
 
 _WORD = re.compile(r"[a-z][a-z']+")
-_ENTITY_SYNTAX = re.compile(r"\[([^\]]*)\]\s*(\([^)]*\)|\{[^}]*\})")
-
-
-def normalise_text(text: str) -> str:
-    """Key under which repeats of a message count as one: case, spacing and final
-    punctuation ignored ("Hi!" and "hi" are the same message)."""
-    return " ".join(text.lower().split()).rstrip(" .!?")
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -130,59 +133,11 @@ def cluster_embeddings(
     return _by_size(labels)
 
 
-@dataclass
-class GroupScore:
-    """How well clusters recover known groups (e.g. the messages of one missing intent)."""
-
-    coverage: Dict[str, float]  # group -> share of its messages in its best pure cluster
-    purity: Dict[str, float]  # group -> share of that cluster that belongs to the group
-    clusters: Dict[str, int] = field(default_factory=dict)  # group -> that cluster's id
-
-    @property
-    def mean_coverage(self) -> float:
-        return float(np.mean(list(self.coverage.values()))) if self.coverage else 0.0
-
-    def recovered(self, min_coverage: float = 0.8) -> float:
-        """Share of groups with at least ``min_coverage`` of their messages in one pure
-        cluster."""
-        if not self.coverage:
-            return 0.0
-        return float(np.mean([c >= min_coverage for c in self.coverage.values()]))
-
-
-def score_groups(
-    cluster_ids: Sequence[int], groups: Sequence[Optional[str]], min_purity: float = 0.8
-) -> GroupScore:
-    """For each group (None: messages of no group, e.g. out-of-scope noise): the cluster
-    holding most of its messages among clusters where the group makes up at least
-    ``min_purity`` of the members, and the share of the group it holds (0 when no cluster is
-    that pure). This is the inbox's target: a missing intent shows up as one cluster that
-    is mostly that intent."""
-    cluster_ids = np.asarray(cluster_ids)
-    sizes = Counter(cluster_ids.tolist())
-    coverage: Dict[str, float] = {}
-    purity: Dict[str, float] = {}
-    chosen: Dict[str, int] = {}
-    names = sorted({g for g in groups if g is not None})
-    group_arr = np.array([g if g is not None else "\0none" for g in groups], dtype=object)
-    for name in names:
-        members = cluster_ids[group_arr == name]
-        best_cluster, best_count, best_purity = -1, 0, 0.0
-        for cluster, count in Counter(members.tolist()).items():
-            share = count / sizes[cluster]
-            if share >= min_purity and count > best_count:
-                best_cluster, best_count, best_purity = cluster, count, share
-        coverage[name] = best_count / len(members)
-        purity[name] = best_purity
-        chosen[name] = best_cluster
-    return GroupScore(coverage, purity, chosen)
-
-
 def prototypes(support: np.ndarray, targets: np.ndarray, n_intents: int) -> np.ndarray:
-    """Unit-length mean of each intent's training examples (the prototype head's classes)."""
-    sums = np.zeros((n_intents, support.shape[1]))
-    np.add.at(sums, targets, support)
-    return _unit(sums / np.clip(np.bincount(targets, minlength=n_intents), 1, None)[:, None])
+    """Unit-length mean of each intent's training examples: the prototype head's classes, as
+    the runtime computes them (:func:`~rasa_meta.runtime.heads.class_means`)."""
+    return class_means(torch.from_numpy(np.asarray(support, dtype=np.float64)),
+                       torch.as_tensor(np.asarray(targets), dtype=torch.long), n_intents).numpy()
 
 
 def intent_scale(support: np.ndarray, targets: np.ndarray, n_intents: int) -> float:
@@ -207,16 +162,21 @@ def intent_spread(
 ) -> np.ndarray:
     """Per intent, how far from its prototype the intent's own data reaches: the ``quantile``
     (0: the lowest) of its examples' similarity to the mean of its other examples
-    (leave-one-out). An intent with a single example gets 1.0 (nothing to compare)."""
+    (leave-one-out, the runtime's
+    :func:`~rasa_meta.runtime.in_scope.leave_one_out_similarities`). An intent with a single
+    example gets 1.0 (nothing to compare)."""
+    targets = np.asarray(targets)
     out = np.ones(n_intents)
-    unit = _unit(support)
-    for intent in range(n_intents):
-        rows = unit[targets == intent]
-        if len(rows) < 2:
-            continue
-        total = rows.sum(0)
-        others = _unit(total[None, :] - rows)
-        out[intent] = float(np.quantile((rows * others).sum(1), quantile))
+    if len(targets) == 0:
+        return out
+    # a prototype head over the examples; zero-padded names keep the intents' order
+    head = PrototypeHead().fit(torch.from_numpy(_unit(support)).float(),
+                               [f"{t:09d}" for t in targets.tolist()])
+    loo = leave_one_out_similarities(head).double().numpy()
+    counts = np.bincount(targets, minlength=n_intents)
+    of = targets[counts[targets] >= 2]  # the intent of each leave-one-out similarity
+    for intent in np.unique(of):
+        out[intent] = float(np.quantile(loo[of == intent], quantile))
     return out
 
 
@@ -347,10 +307,3 @@ def candidate_name(texts: Sequence[str], taken: Iterable[str]) -> str:
     while name in taken:
         name, n = f"{base}_{n}", n + 1
     return name
-
-
-def yaml_safe_example(text: str) -> str:
-    """One line a Rasa NLU examples block reads back as this text: no line breaks, and
-    bracket pairs that Rasa would parse as an entity annotation turned into parentheses."""
-    text = " ".join(text.split())
-    return _ENTITY_SYNTAX.sub(lambda m: f"({m.group(1)}) {m.group(2)}", text)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from rasa_meta.tooling.inbox_groups import ClusterSummary, ReviewItem, yaml_safe_example
+from rasa_meta.tooling.inbox_groups import ClusterSummary, ReviewItem
 from rasa_meta.tooling.inbox_traffic import Traffic, format_time
+from rasa_meta.tooling.nlu_text import normalise_text, yaml_safe_example
 
 if TYPE_CHECKING:
     from rasa_meta.tooling.bot_model import ParsedTexts
@@ -148,7 +149,7 @@ def draft_yaml(result: Dict[str, Any], max_examples: int, training_texts: Sequen
 
     Texts the bot already has as training examples are left out; the examples of a cluster
     come nearest-to-its-centre first."""
-    known = {" ".join(t.lower().split()) for t in training_texts}
+    known = {normalise_text(t) for t in training_texts}
     existing: Dict[str, List[Dict[str, Any]]] = {}
     new: List[Dict[str, Any]] = []
     for cluster in result["clusters"]:
@@ -173,7 +174,7 @@ def draft_yaml(result: Dict[str, Any], max_examples: int, training_texts: Sequen
         texts: List[str] = []
         for cluster in clusters:
             for text in cluster["texts"]:
-                key = " ".join(text.lower().split())
+                key = normalise_text(text)
                 if key not in known and len(texts) < max_examples:
                     known.add(key)
                     texts.append(yaml_safe_example(text))

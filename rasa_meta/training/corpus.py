@@ -56,7 +56,13 @@ CORPORA: Dict[str, CorpusInfo] = {
 META_TRAINING_CORPORA = [
     "BANKING77", "CLINC150", "SNIPS", "SGD", "TOP", "MULTIDOGO", "BITEXT", "DSTC11"
 ]
-_ENTITY = re.compile(r"\[([^\]]+)\](\([^)]*\)|\{[^}]*\})")
+# An entity annotation in a Rasa NLU example, as Rasa's reader finds them
+# (rasa.shared.nlu.training_data.entities_parser.ENTITY_REGEX, without importing Rasa):
+# ``[text](entity)``, ``[text](entity:value)``, ``[text]{"entity": ...}``, ``[text][{...}]``.
+# The one pattern for every tool that reads or writes examples (``rasa_meta.tooling.nlu_text``).
+ENTITY_ANNOTATION = re.compile(
+    r"\[(?P<text>[^\]]+?)\](?P<annotation>\([^:)]+?(?::[^)]+)?\)|\{[^}]+?\}|\[.*?\])"
+)
 
 
 @dataclass
@@ -143,7 +149,7 @@ def load_rasa_nlu(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> Intent
             else:  # the list-of-dicts form with metadata
                 lines = [e.get("text", "") if isinstance(e, dict) else str(e) for e in examples]
             for line in lines:
-                text = _ENTITY.sub(r"\1", line).strip()
+                text = ENTITY_ANNOTATION.sub(r"\g<text>", line).strip()
                 if text:
                     texts.append(text)
                     labels.append(str(intent))

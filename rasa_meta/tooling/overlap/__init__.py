@@ -16,6 +16,7 @@ logged at `rasa train`), ``text`` (warning lines and tables) and ``heatmap`` (th
 """
 
 
+from rasa_meta.tooling.nlu_text import normalise_text  # the rule check-data and the inbox share
 from rasa_meta.tooling.overlap.analysis import (
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_MIN_EXAMPLES,
@@ -28,7 +29,6 @@ from rasa_meta.tooling.overlap.analysis import (
     OverlapReport,
     OverlapSettings,
     build_overlap_report,
-    normalise_text,
     training_warnings,
 )
 from rasa_meta.tooling.overlap.heatmap import save_heatmap, similarity_order

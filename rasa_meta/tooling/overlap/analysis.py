@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from rasa_meta.runtime.heads import PrototypeHead, class_means, label_index
 from rasa_meta.runtime.in_scope import leave_one_out_similarities
+from rasa_meta.tooling.nlu_text import normalise_text
 from rasa_meta.training.arguments import arg
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +45,6 @@ DEFAULT_MIN_EXAMPLES = 5
 DEFAULT_TOP_PAIRS = 10
 MAX_DUPLICATES = 500  # near-duplicate pairs kept in a report (most similar first)
 _CHUNK = 1024  # rows of the example-by-example similarity matrix computed at once
-_STRIP = " \t\n.!?,;:"
 
 
 @dataclass
@@ -64,12 +64,6 @@ class OverlapSettings:
     top_pairs: int = arg(
         DEFAULT_TOP_PAIRS, "Most similar intent pairs listed even below the threshold."
     )
-
-
-def normalise_text(text: str) -> str:
-    """Text as compared for identical examples: case-folded, single spaces, no surrounding
-    punctuation (``"Hi!"`` and ``"hi"`` are the same example)."""
-    return " ".join(str(text).casefold().split()).strip(_STRIP)
 
 
 @dataclass
