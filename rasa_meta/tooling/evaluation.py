@@ -1,12 +1,12 @@
 """Few-shot evaluation of an encoder on a labelled train/test pair (no Rasa).
 
-The metrics (:mod:`rasa_meta.training.metrics`) and the few-shot splits
-(:func:`~rasa_meta.training.corpus.few_shot_task`) are importable from here too.
+The metrics (:mod:`rasa_meta.training.metrics`), the few-shot splits
+(:func:`~rasa_meta.training.corpus.few_shot_task`) and the embedding cache
+(:func:`~rasa_meta.training.embedding_cache.cached_encode`) are importable from here too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -16,6 +16,7 @@ from rasa_meta.runtime.heads import make_head
 from rasa_meta.runtime.model import FALLBACK_TEMPERATURE
 from rasa_meta.training.adapt import adapt
 from rasa_meta.training.corpus import IntentCorpus, few_shot_task, sample_shots  # noqa: F401
+from rasa_meta.training.embedding_cache import cached_encode  # noqa: F401
 from rasa_meta.training.metrics import (  # noqa: F401
     accuracy,
     auroc,
@@ -68,29 +69,6 @@ def evaluate_encoder(
             "macro_f1": macro_f1(test.labels, pred),
         }
     return results
-
-
-def cached_encode(
-    encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Optional[str] = None
-) -> torch.Tensor:
-    """Encode, reusing an on-disk copy keyed by the encoder's weights and the texts."""
-    if cache_dir is None:
-        return encoder.encode(list(texts), batch_size=128, show_progress=len(texts) > 500)
-    import hashlib
-
-    from rasa_meta.runtime.encoder import encoder_fingerprint
-
-    key = hashlib.sha256(
-        (encoder_fingerprint(encoder.name_or_path) + str(encoder.max_length) + "\n".join(texts))
-        .encode("utf-8")
-    ).hexdigest()[:24]
-    path = Path(cache_dir) / f"{key}.pt"
-    if path.is_file():
-        return torch.load(path)
-    emb = encoder.encode(list(texts), batch_size=128, show_progress=len(texts) > 500)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(emb, path)
-    return emb
 
 
 def inner_loop_accuracy(
