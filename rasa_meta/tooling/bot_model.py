@@ -43,12 +43,20 @@ class BotModel:
               progress: bool = True) -> ParsedTexts:
         """Intent, confidence, fallback decision and embedding of each text.
 
-        The classifier's own ``process`` and the FallbackClassifier's decide, exactly as in
-        the bot; texts go in length-sorted batches (little padding), and the embeddings the
-        classifier computes are kept rather than computed twice.
+        Each batch (length-sorted: little padding) is embedded once; the classifier's model
+        predicts from those embeddings as the classifier's ``process`` does (confidences,
+        unreadable texts withheld, intents ranked as in the parse result), and the
+        FallbackClassifier decides on that ranking, exactly as in the bot. The model is only
+        called, never patched: another thread may use the same classifier meanwhile.
         """
         import torch
-        from rasa.shared.nlu.constants import INTENT, TEXT
+        from rasa.shared.nlu.constants import (
+            INTENT,
+            INTENT_NAME_KEY,
+            INTENT_RANKING_KEY,
+            PREDICTED_CONFIDENCE_KEY,
+            TEXT,
+        )
         from rasa.shared.nlu.training_data.message import Message
         from tqdm.auto import tqdm
 
@@ -61,43 +69,54 @@ class BotModel:
         confidence = np.zeros(n)
         fell_back = np.zeros(n, dtype=bool)
         order = sorted(range(n), key=lambda i: len(texts[i]))
-        captured: List[torch.Tensor] = []
-        original_embed = model.embed
-
-        def keep_embeddings(batch: Sequence[str]) -> torch.Tensor:
-            out = original_embed(batch)
-            captured.append(out)
-            return out
-
-        model.embed = keep_embeddings  # observe only: process() itself is unchanged
-        try:
-            bar = tqdm(total=n, desc="parsing messages", unit="msg", disable=not progress,
-                       leave=False)
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                messages = [Message(data={TEXT: texts[i]}) for i in idx]
-                captured.clear()
-                self.classifier.process(messages)
-                if len(captured) == 1 and len(captured[0]) == len(idx):
-                    vectors = captured[0]
-                else:  # process() embedded differently (e.g. skipped texts): embed again
-                    vectors = original_embed([texts[i] for i in idx])
-                emb[idx] = vectors.float().numpy()
-                for row, i in enumerate(idx):
-                    own = messages[row].get(INTENT) or {}
-                    top_intent[i] = own.get("name")
-                    confidence[i] = float(own.get("confidence") or 0.0)
-                if self.fallback is not None:
-                    self.fallback.process(messages)
-                for row, i in enumerate(idx):
-                    final = messages[row].get(INTENT) or {}
-                    intent[i] = final.get("name")
-                    fell_back[i] = intent[i] == FALLBACK_INTENT
-                bar.update(len(idx))
-            bar.close()
-        finally:
-            del model.embed  # back to the class's method
+        limit = int(self.classifier.component_config.get("ranking_length", 10))
+        bar = tqdm(total=n, desc="parsing messages", unit="msg", disable=not progress,
+                   leave=False)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            batch = [texts[i] for i in idx]
+            with torch.inference_mode():
+                vectors = model.embed(batch)
+                probs, in_scope, _ = model.predict_embeddings(vectors)
+                probs, _ = model.withhold_unreadable(batch, probs, in_scope)
+            emb[idx] = vectors.float().numpy()
+            messages = [Message(data={TEXT: t}) for t in batch]
+            for row, message in enumerate(messages):
+                ranking = (intent_ranking(model.labels, probs[row].tolist(), limit)
+                           if batch[row].strip() else [])  # process() skips blank texts
+                message.set(INTENT, dict(ranking[0]) if ranking else
+                            {INTENT_NAME_KEY: None, PREDICTED_CONFIDENCE_KEY: 0.0},
+                            add_to_output=True)
+                message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+            for row, i in enumerate(idx):
+                own = messages[row].get(INTENT) or {}
+                top_intent[i] = own.get(INTENT_NAME_KEY)
+                confidence[i] = float(own.get(PREDICTED_CONFIDENCE_KEY) or 0.0)
+            if self.fallback is not None:
+                self.fallback.process(messages)
+            for row, i in enumerate(idx):
+                final = messages[row].get(INTENT) or {}
+                intent[i] = final.get(INTENT_NAME_KEY)
+                fell_back[i] = intent[i] == FALLBACK_INTENT
+            bar.update(len(idx))
+        bar.close()
         return ParsedTexts(intent, top_intent, confidence, fell_back, emb)
+
+
+def intent_ranking(labels: Sequence[str], scores: Sequence[float],
+                   limit: int) -> List[Dict[str, Any]]:
+    """The ``intent_ranking`` MetaIntentClassifier puts on a message for these confidences:
+    response keys summed into their retrieval intent, best first, the top ``limit`` (all if
+    ``limit`` is 0 or less)."""
+    from rasa.shared.nlu.constants import INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY
+
+    from rasa_meta.runtime.retrieval import intent_scores
+
+    ranked = intent_scores(labels, scores)
+    if limit > 0:
+        ranked = ranked[:limit]
+    return [{INTENT_NAME_KEY: name, PREDICTED_CONFIDENCE_KEY: float(score)}
+            for name, score in ranked]
 
 
 def find_model(model: Optional[str]) -> Path:
