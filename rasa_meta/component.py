@@ -18,6 +18,8 @@ from rasa.shared.nlu.constants import (
     INTENT,
     INTENT_NAME_KEY,
     INTENT_RESPONSE_KEY,
+    METADATA,
+    METADATA_INTENT,
     PREDICTED_CONFIDENCE_KEY,
     TEXT,
 )
@@ -177,6 +179,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         texts = [m.get(TEXT) for m in examples]
         # retrieval intents are learnt per response key (faq/ask_hours), reported per intent
         labels = [m.get(INTENT_RESPONSE_KEY) or m.get(INTENT) for m in examples]
+        descriptions = intent_descriptions(examples, labels)
         self._warn_if_no_selector(training_data)
         texts, labels = self._without_unreadable(texts, labels)
         if not texts:
@@ -187,7 +190,7 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
         from rasa_meta.training.adapt import adapt  # training code: train time only
 
         try:
-            adapt(self.model, texts, labels)
+            adapt(self.model, texts, labels, descriptions)
         except InScopeConfigError as e:
             raise InvalidConfigException(f"rasa_meta.MetaIntentClassifier: {e}") from e
         from rasa_meta.tooling.overlap import training_warnings  # train time only, not serving
@@ -338,6 +341,20 @@ class MetaIntentClassifier(GraphComponent, IntentClassifier):
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         return training_data
+
+
+def intent_descriptions(examples: List[Message], labels: List[str]) -> Dict[str, str]:
+    """Each intent's description from the NLU data (``metadata: {description: ...}`` on the
+    intent, which Rasa puts on every one of its examples), by the label it is learnt as."""
+    found: Dict[str, str] = {}
+    for message, label in zip(examples, labels):
+        metadata = message.get(METADATA)
+        intent_metadata = metadata.get(METADATA_INTENT) if isinstance(metadata, dict) else None
+        if isinstance(intent_metadata, dict):
+            text = intent_metadata.get("description")
+            if isinstance(text, str) and text.strip():
+                found.setdefault(label, text.strip())
+    return found
 
 
 def bot_language(execution_context: ExecutionContext) -> Optional[str]:

@@ -53,7 +53,8 @@ class FewShotConfig:
     # How the in-scope score's scale is measured when the inner loop runs: "leave_one_out"
     # scores the adapted examples themselves, each as if new; "held_out" adapts a copy of the
     # encoder without one example per intent and scores those (the inner loop runs twice).
-    # Chosen on valid (docs/oos_evidence.md): at the 0.4 threshold leave-one-out cost more
+    # Chosen on valid (docs/results/out_of_scope/oos_evidence.md): at the 0.4 threshold
+    # leave-one-out cost more
     # than 3 points of in-scope accuracy on 3 of 15 tasks, held-out (one example per intent:
     # a small, noisy sample) on 8, so leave-one-out is the default, at no extra train time.
     oos_calibration: str = "leave_one_out"
@@ -62,6 +63,14 @@ class FewShotConfig:
     # fits (runtime/traffic_share.py). The default assumes customer-service traffic (36-69 %
     # out of scope); `rasa-meta calibrate` estimates a bot's own share from its traffic.
     out_of_scope_share: float = DEFAULT_OUT_OF_SCOPE_SHARE
+    # Intent names as support: each intent's name in words (check_order_status -> "check
+    # order status") or its description counts as this many examples in its prototype and
+    # refined head; 0 off. 1 was chosen on the valid splits of five corpora
+    # (docs/results/label_names/).
+    label_name_weight: float = 1.0
+    # Descriptions by intent, e.g. for an intent with no examples (known by it alone); an
+    # intent's `metadata: {description: ...}` in the NLU data is read as well.
+    intent_descriptions: Optional[Dict[str, str]] = None
     random_seed: int = 42
     # Intra-op CPU threads when the model is loaded for serving: "auto" (1 per process) or N.
     num_threads: Union[str, int] = "auto"
@@ -156,6 +165,22 @@ class FewShotConfig:
             raise InvalidOptionError(
                 f"'out_of_scope_share' must be a number between 0 and 1 (the share of the "
                 f"bot's messages that are out of scope), got {share!r}."
+            )
+        weight = self.label_name_weight
+        if not (_is_number(weight) and weight >= 0):
+            raise InvalidOptionError(
+                f"'label_name_weight' must be a number >= 0 (0 leaves intent names out), got "
+                f"{weight!r}."
+            )
+        descriptions = self.intent_descriptions
+        if descriptions is not None and not (
+            isinstance(descriptions, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in descriptions.items())
+        ):
+            raise InvalidOptionError(
+                f"'intent_descriptions' must map intent names to text, e.g. "
+                f"{{check_balance: 'the customer asks how much money is on an account'}}; got "
+                f"{descriptions!r}."
             )
         threads = self.num_threads
         if threads != "auto" and (

@@ -63,7 +63,7 @@ def _own_intent_without_self(head: PrototypeHead) -> torch.Tensor:
         sims = emb @ emb.T
         same = (targets.unsqueeze(0) == targets.unsqueeze(1)) & ~torch.eye(len(targets), dtype=bool)
         return sims.masked_fill(~same, -2.0).max(1).values
-    sums = torch.zeros(len(head.labels), emb.shape[1]).index_add_(0, targets, emb)
+    sums = head.class_sums()
     return (emb * F.normalize(sums[targets] - emb, dim=-1)).sum(1)
 
 
@@ -95,6 +95,7 @@ def prototype_view(head: PrototypeHead) -> PrototypeHead:
     view = PrototypeHead(head.temperature)
     view.labels, view.support = head.labels, head.support
     view.support_targets, view.prototypes = head.support_targets, head.prototypes
+    view.label_support, view.label_weight = head.label_support, head.label_weight
     return view
 
 

@@ -32,6 +32,7 @@ from rasa_meta.runtime.in_scope import (
     InScopeEstimator,
     InScopeScorer,
 )
+from rasa_meta.runtime.label_text import label_texts
 from rasa_meta.runtime.persistence import (  # noqa: F401 (file names, importable from here)
     HEAD_FILE,
     MODEL_DELTA_FILE,
@@ -53,6 +54,7 @@ class FewShotIntentModel:
         self.head: Optional[PrototypeHead] = None
         self.in_scope = InScopeEstimator()
         self.texts: List[str] = []
+        self.descriptions: Dict[str, str] = {}  # intent -> description, as fitted
         self.delta: Dict[str, torch.Tensor] = {}
         # Where the encoder is loaded from: the absolute directory (or hub name) that
         # ``config.encoder`` resolved to. Set when the encoder is loaded, or by ``load`` to the
@@ -96,14 +98,37 @@ class FewShotIntentModel:
         return self.encoder.encode(list(texts), batch_size=self.config.batch_size)
 
     def fit_embeddings(
-        self, embeddings: torch.Tensor, labels: Sequence[str], texts: Sequence[str]
+        self,
+        embeddings: torch.Tensor,
+        labels: Sequence[str],
+        texts: Sequence[str],
+        descriptions: Optional[Dict[str, str]] = None,
     ) -> FewShotIntentModel:
-        """Build the head and the out-of-scope calibrator from ready-made embeddings."""
+        """Build the head and the out-of-scope calibrator from ready-made embeddings.
+
+        ``descriptions`` (intent -> text, with the config's ``intent_descriptions``): with
+        ``label_name_weight > 0`` each intent's description or name joins its prototype, and
+        a described intent without examples is predicted from its description alone."""
         self.texts = list(texts)
-        self.head = make_head(self.config.head, self.temperature).fit(embeddings, list(labels))
+        self.descriptions = {**(self.config.intent_descriptions or {}), **(descriptions or {})}
+        weight = float(self.config.label_name_weight)
+        named = self.label_embeddings(sorted(set(labels) | set(self.descriptions)))
+        self.head = make_head(self.config.head, self.temperature).fit(
+            embeddings, list(labels), named if weight > 0 else None, weight)
         self.head.refine(self.config.head_steps, self.config.head_learning_rate)
         self.in_scope = self.fit_in_scope(self.in_scope_method())
         return self
+
+    def label_embeddings(self, labels: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Each label's name or description embedded (labels whose name has no words and
+        that have no description are left out); nothing is encoded when names are off."""
+        if float(self.config.label_name_weight) <= 0:
+            return {}
+        texts = label_texts(labels, self.descriptions)
+        if not texts:
+            return {}
+        emb = self.embed(list(texts.values()))
+        return {label: emb[i] for i, label in enumerate(texts)}
 
     def fit_in_scope(self, method: str) -> InScopeEstimator:
         """The in-scope estimator ``method`` gives with the fitted head (and the held-out

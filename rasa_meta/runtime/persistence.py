@@ -41,7 +41,7 @@ MODEL_DELTA_FILE = "encoder_delta.safetensors"
 MODEL_FILE = "model.json"
 # Layout of a saved model directory, "major.minor". Bump the minor for additions older code
 # can ignore, the major for changes it cannot read. Files without it predate the field: 1.0.
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: intent descriptions and name support
 RETRAIN_HINT = "Retrain the model with `rasa train`."
 
 
@@ -63,6 +63,7 @@ def save_model(model: FewShotIntentModel, directory: Union[str, Path]) -> None:
         "encoder_fingerprint": compute_encoder_fingerprint(encoder_path),
         "labels": model.head.labels,
         "texts": model.texts,
+        "descriptions": model.descriptions,
         "temperature": model.head.temperature,
         "in_scope": model.in_scope.to_dict(),
     }
@@ -97,6 +98,7 @@ def load_model(
         saved = FewShotConfig.from_dict(meta["config"])
         labels = [str(label) for label in meta["labels"]]
         texts = [str(text) for text in meta["texts"]]
+        descriptions = {str(k): str(v) for k, v in meta.get("descriptions", {}).items()}
         temperature = float(meta["temperature"])
         if "in_scope" in meta:
             in_scope = InScopeEstimator.from_dict(meta["in_scope"])
@@ -161,6 +163,7 @@ def load_model(
                 f"({e}). {RETRAIN_HINT}"
             ) from e
     model.texts = texts
+    model.descriptions = descriptions
     model.in_scope = in_scope
     return model
 

@@ -3,8 +3,8 @@
 The in-scope scorer (:mod:`rasa_meta.runtime.in_scope`) gives each message a logit ``z``,
 anchored on the bot's own examples. Two fixed logistic maps, fitted once on the *valid* splits
 of held-out corpora with as many in-scope as out-of-scope messages
-(``scripts/traffic_share.py``, ``docs/traffic_share.json``), turn it into probabilities at an
-even mix:
+(``scripts/traffic_share.py``, ``docs/results/traffic_share/traffic_share.json``), turn it
+into probabilities at an even mix:
 
 - ``P(right | z)``: the message is in scope and the top intent is the right one;
 - ``P(in scope | z)``.
@@ -32,10 +32,11 @@ import torch
 # Real customer-service traffic is a third to two thirds out of scope (36-69 % on three live
 # bots). The default has the least loss against the best threshold over the 30-70 % valid
 # mixes of CLINC150 and BANKING77-OOS, scored with encoders that never saw them
-# (docs/traffic_share.json, "default_share_choice").
+# (docs/results/traffic_share/traffic_share.json, "default_share_choice").
 DEFAULT_OUT_OF_SCOPE_SHARE = 0.45
 # (slope, intercept) of the maps from the scorer logit z, at an even in-scope / OOS mix, chosen
-# on the same valid mixes (docs/traffic_share.json, "maps"). RIGHT_MAP: logistic regression of
+# on the same valid mixes (docs/results/traffic_share/traffic_share.json, "maps").
+# RIGHT_MAP: logistic regression of
 # "in scope and the top intent right". IN_SCOPE_MAP: the least error of the share estimate; a
 # logistic fit pooled over corpora is flatter than any one corpus's, and EM on flat posteriors
 # counts part of the in-scope messages as out of scope.

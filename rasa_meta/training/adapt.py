@@ -21,22 +21,26 @@ from rasa_meta.training.inner_loop import finetune_encoder
 
 
 def adapt(
-    model: FewShotIntentModel, texts: Sequence[str], labels: Sequence[str]
+    model: FewShotIntentModel,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    descriptions: Optional[Dict[str, str]] = None,
 ) -> FewShotIntentModel:
     """Fit ``model`` to the examples: optional inner-loop fine-tuning, then prototypes, the
-    refined head and the in-scope calibration. Returns ``model``."""
+    refined head and the in-scope calibration. ``descriptions``: intent -> text (see
+    :meth:`FewShotIntentModel.fit_embeddings`). Returns ``model``."""
     texts, labels = list(texts), list(labels)
     model.held_out = None
     config = model.config
     if config.epochs > 0:
         if config.oos_calibration == "held_out" and model.in_scope_method() != "off":
-            model.held_out = held_out_scores(model, texts, labels)
+            model.held_out = held_out_scores(model, texts, labels, descriptions)
         changed = run_inner_loop(model, texts, labels)
         if changed:  # stored in float16: the inner loop already rounded them to it
             model.delta = {
                 k: v.half() for k, v in trainable_state(model.encoder.model, changed).items()
             }
-    return model.fit_embeddings(model.embed(texts), labels, texts)
+    return model.fit_embeddings(model.embed(texts), labels, texts, descriptions)
 
 
 def run_inner_loop(model: FewShotIntentModel, texts: List[str], labels: List[str]) -> List[str]:
@@ -66,11 +70,15 @@ def held_out_split(labels: Sequence[str], seed: int) -> List[int]:
 
 
 def held_out_scores(
-    model: FewShotIntentModel, texts: List[str], labels: List[str]
+    model: FewShotIntentModel,
+    texts: List[str],
+    labels: List[str],
+    descriptions: Optional[Dict[str, str]] = None,
 ) -> Optional[HeldOutScores]:
     """Adapt a copy of the encoder without one example of each intent (of intents with 2+)
-    and score those examples as new messages: the in-scope calibration of the real run. The
-    encoder's weights are restored afterwards."""
+    and score those examples as new messages: the in-scope calibration of the real run (its
+    head built as the real one is, intent names included). The encoder's weights are
+    restored afterwards."""
     held = held_out_split(labels, model.config.random_seed)
     if len(held) < 2:
         return None
@@ -81,9 +89,12 @@ def held_out_scores(
     try:
         run_inner_loop(model, [texts[i] for i in rest], [labels[i] for i in rest])
         emb = model.embed(texts)
+        model.descriptions = {**(model.config.intent_descriptions or {}), **(descriptions or {})}
+        named = model.label_embeddings(sorted(set(labels) | set(model.descriptions)))
     finally:
         encoder.load_state_dict(original)
     config = model.config
-    head = make_head(config.head, model.temperature).fit(emb[rest], [labels[i] for i in rest])
+    head = make_head(config.head, model.temperature).fit(
+        emb[rest], [labels[i] for i in rest], named, float(config.label_name_weight))
     head.refine(config.head_steps, config.head_learning_rate)
     return HeldOutScores.of(head, emb[held], [labels[i] for i in held])
