@@ -225,7 +225,7 @@ def run_frozen(job: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
 
     from rasa_meta.runtime.device import resolve_device
     from rasa_meta.runtime.encoder import SentenceEncoder
-    from rasa_meta.runtime.heads import make_head
+    from rasa_meta.runtime.heads import FALLBACK_TEMPERATURE, make_head
     from rasa_meta.tooling.evaluation import fit_logistic_regression
 
     batch = job["batch_size"]
@@ -233,7 +233,7 @@ def run_frozen(job: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
     encoder = SentenceEncoder.from_pretrained(FROZEN_ENCODER).to(resolve_device("auto"))
     train_emb = encoder.encode(job["train_texts"], batch_size=batch)
     if job["method"] == CENTROID:
-        head = make_head("prototype", 0.05).fit(train_emb, job["train_labels"])
+        head = make_head("prototype", FALLBACK_TEMPERATURE).fit(train_emb, job["train_labels"])
 
         def predict(emb: torch.Tensor) -> List[str]:
             return [head.labels[i] for i in head.similarities(emb).argmax(1).tolist()]
