@@ -40,6 +40,8 @@ def fit_and_predict(corpus: str, options: dict, intents: int, shots: int, tests:
     test = test.subset(chosen)
     keep = sorted(random.Random(1).sample(range(len(test)), tests))
     texts = [test.texts[i] for i in keep] + ["what is the weather on mars", "😡", "asdf qwer"]
+    if "label_name_weight" in FewShotConfig.__dataclass_fields__:
+        options = {"label_name_weight": 0.0, **options}  # names did not exist before
     model = FewShotIntentModel(FewShotConfig(device="cpu", **options))
     try:
         from rasa_meta.training.adapt import adapt

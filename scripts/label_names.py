@@ -10,6 +10,7 @@ Two parts, both with the classifier fitted as `rasa train` fits it (inner loop, 
 
     python scripts/label_names.py valid --output docs/results/label_names/valid.json
     python scripts/label_names.py test --weight W --output docs/results/label_names/test.json
+    python scripts/label_names.py table --output docs/results/label_names
 """
 
 from __future__ import annotations
@@ -153,9 +154,47 @@ def _zero_shot(args, full, train, test_split, seed) -> dict:
     }
 
 
+def table(valid_file: Path, test_file: Path) -> str:
+    """Markdown tables of both parts: mean ± std over the seeds measured."""
+    valid_result = json.loads(valid_file.read_text(encoding="utf-8"))
+    lines = ["| corpus (valid, 5-shot) | " + " | ".join(f"w={w}" for w in WEIGHTS) + " |",
+             "|---" * (len(WEIGHTS) + 1) + "|"]
+    for corpus, by_weight in valid_result["per_corpus"].items():
+        lines.append(f"| {corpus} | " + " | ".join(f"{by_weight[str(w)]:.1f}" for w in WEIGHTS)
+                     + " |")
+    lines.append("| mean | " + " | ".join(f"{valid_result['mean'][str(w)]:.2f}" for w in WEIGHTS)
+                 + " |")
+    rows = json.loads(test_file.read_text(encoding="utf-8"))["rows"]
+    lines += ["", "| corpus | shots | seeds | names off | names on | names scrambled |",
+              "|---|---:|---:|---:|---:|---:|"]
+
+    def cell(values: List[float]) -> str:
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    for corpus in CORPORA:
+        for shots in sorted({r["shots"] for r in rows}):
+            group = [r for r in rows if r["corpus"] == corpus and r["shots"] == shots]
+            if group:
+                lines.append(f"| {corpus} | {shots} | {len(group)} | " + " | ".join(
+                    cell([r[k] for r in group])
+                    for k in ("names_off", "names_on", "names_scrambled")) + " |")
+    zero = [r for r in rows if "zero_shot_accuracy_unseen" in r]
+    if zero:
+        lines += ["", "| corpus | intents without examples | their messages right "
+                  "(name alone) | chance | all messages right |", "|---|---:|---:|---:|---:|"]
+        for r in zero:
+            lines.append(f"| {r['corpus']} (seed {r['seed']}) | {r['zero_shot_intents']} | "
+                         f"{r['zero_shot_accuracy_unseen']:.1f} | "
+                         f"{r['zero_shot_chance_unseen']:.1f} | "
+                         f"{r['zero_shot_accuracy_all']:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("valid", "test"))
+    parser.add_argument("part", choices=("valid", "test", "table"))
     parser.add_argument("--output", required=True)
     parser.add_argument("--encoder", default=None)
     parser.add_argument("--weight", type=float, default=1.0)
@@ -165,6 +204,10 @@ def main() -> int:
     parser.add_argument("--zero-shot-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-test", type=int, default=1000)
     args = parser.parse_args()
+    if args.part == "table":  # --output: the folder holding valid.json and test.json
+        folder = Path(args.output)
+        print(table(folder / "valid.json", folder / "test.json"))
+        return 0
     if args.encoder is None:
         args.encoder = "default" if args.part == "valid" else "minilm"
     torch.manual_seed(0)
