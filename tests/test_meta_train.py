@@ -190,3 +190,21 @@ def test_the_command_line_records_its_command_and_library_code_reads_no_argv(
     assert seen["args"].meta_algorithm == "reptile" and seen["args"].inner_learning_rate == 2e-4
     for path in Path(rasa_meta.training.__file__).parent.glob("*.py"):
         assert "sys.argv" not in path.read_text(), path
+
+
+def test_a_run_that_never_beats_its_start_keeps_the_weights_it_started_from(tiny_encoder_dir):
+    from rasa_meta.training.meta_train import EarlyStopping, Process, make_learner
+
+    args = MetaTrainingArguments(base_model=str(tiny_encoder_dir), device="cpu", episodes=10)
+    training = make_learner(args, Process(torch.device("cpu")))
+    start = {n: p.detach().clone() for n, p in training.encoder.model.named_parameters()}
+    stopping = EarlyStopping(patience=1)
+    assert stopping.update(training, 0, 0.9, last=False)
+    with torch.no_grad():
+        for p in training.encoder.model.parameters():
+            p.add_(0.1)
+    assert not stopping.update(training, 10, 0.5, last=True) and stopping.should_stop
+    stopping.restore_best(training)
+    assert stopping.best_step == 0
+    for n, p in training.encoder.model.named_parameters():
+        assert torch.equal(p, start[n]), n

@@ -460,10 +460,7 @@ class EarlyStopping:
         """Record an evaluation; True if it is the new best (its state is kept)."""
         if step == 0 or score > self.best_score or (self.keep_last and last):
             self.best_score, self.best_step, self.bad_evals = score, step, 0
-            self.best_state = (
-                None if step == 0 else trainable_state(training.encoder.model,
-                                                       training.trained_names)
-            )
+            self.best_state = trainable_state(training.encoder.model, training.trained_names)
             self.best_scale = training.scale
             return True
         self.bad_evals += 1
@@ -474,8 +471,8 @@ class EarlyStopping:
         return self.bad_evals >= self.patience and not self.keep_last
 
     def restore_best(self, training: Training) -> None:
-        """Put the best state back into the encoder. When nothing beat the start (best step
-        0) no state was kept and the encoder stays as training left it."""
+        """Put the best state back into the encoder: the start's when nothing beat it, so a
+        checkpoint whose best step is 0 holds the weights it started from."""
         if self.best_state is None:
             return
         with torch.no_grad():
