@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,9 +30,6 @@ from rasa_meta.runtime.errors import EncoderNotFoundError, ModelLoadError
 from rasa_meta.runtime.heads import make_head
 from rasa_meta.runtime.in_scope import InScopeEstimator, SimilarityCalibrator
 
-if TYPE_CHECKING:
-    from rasa_meta.runtime.model import FewShotIntentModel
-
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = "head.safetensors"
@@ -45,8 +42,9 @@ FORMAT_VERSION = "1.1"  # 1.1: intent descriptions and name support
 RETRAIN_HINT = "Retrain the model with `rasa train`."
 
 
-def save_model(model: FewShotIntentModel, directory: Union[str, Path]) -> None:
-    """Write a fitted model to ``directory``: the head, the changed encoder blocks, model.json."""
+def save_model(model: Any, directory: Union[str, Path]) -> None:
+    """Write a fitted FewShotIntentModel (``runtime/model.py``, which imports this module) to
+    ``directory``: the head, the changed encoder blocks, model.json."""
     model._require_fitted("save()")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -71,10 +69,10 @@ def save_model(model: FewShotIntentModel, directory: Union[str, Path]) -> None:
 
 
 def load_model(
-    cls: Type[FewShotIntentModel],
+    cls: Any,
     directory: Union[str, Path],
     config: Optional[FewShotConfig] = None,
-) -> FewShotIntentModel:
+) -> Any:
     """Read a saved model fully into memory, encoder included, so that serving never
     loads anything per request. ``config`` may override e.g. the device.
 
