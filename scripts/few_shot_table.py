@@ -11,7 +11,10 @@ DialoGLUE splits use the fixed ``train_5`` / ``train_10`` (one split, so one see
 draw their shots from ``train`` per seed (:func:`rasa_meta.tooling.evaluation.few_shot_task`).
 
 Rows: frozen base + logistic regression; frozen base + the component's default head;
-meta-trained + default head; meta-trained + the encoder inner loop (``--inner-epochs``).
+meta-trained + default head; meta-trained + the encoder inner loop (``--inner-epochs``), all
+with intent names off; with ``--name-weight W`` also the three heads with each intent's name
+as support at ``label_name_weight`` W (the inner-loop row with names is the shipped recipe).
+Shot counts without a fixed split (1-shot on BANKING77 / CLINC150) are drawn per seed.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from rasa_meta.tooling.evaluation import (
 from rasa_meta.training.corpus import corpus_family, registered
 
 
-def default_head_accuracy(encoder, train, train_emb, test_emb, test_labels) -> float:
-    """The component's default head (refined prototypes) over ready-made embeddings."""
-    config = FewShotConfig(encoder=encoder.name_or_path, device="cpu")
+def default_head_accuracy(encoder, train, train_emb, test_emb, test_labels,
+                          name_weight: float = 0.0) -> float:
+    """The component's default head (refined prototypes) over ready-made embeddings, intent
+    names as support at ``name_weight`` (0: off)."""
+    config = FewShotConfig(encoder=encoder.name_or_path, device="cpu",
+                           label_name_weight=name_weight)
     model = FewShotIntentModel(config, encoder).fit_embeddings(train_emb, train.labels,
                                                                train.texts)
     probs, _, _ = model.predict_embeddings(test_emb)
@@ -61,6 +67,9 @@ def main() -> None:
     ap.add_argument("--inner-layers", type=int, default=None)
     ap.add_argument("--inner-learning-rate", type=float, default=None)
     ap.add_argument("--inner-objective", default=None)
+    ap.add_argument("--name-weight", type=float, default=0.0,
+                    help="Also the rows with intent names as support at this "
+                         "label_name_weight (0: names off everywhere, the rows before names).")
     ap.add_argument("--cache", default="runs/embeddings")
     ap.add_argument("--out", default=None)
     ap.add_argument("--markdown-from", default=None,
@@ -87,8 +96,9 @@ def main() -> None:
                              f"evaluation.")
         meta_enc = SentenceEncoder.from_pretrained(name)
         info = registered(dataset)
-        seeds = [0] if info is not None and info.few_shot_splits else ns.seeds
         for shots in ns.shots:
+            fixed = info is not None and info.few_shot_splits and shots in ("5", "10")
+            seeds = [0] if fixed else ns.seeds
             cells: Dict[str, List[float]] = {}
             seconds: List[float] = []
             for seed in seeds:
@@ -104,10 +114,21 @@ def main() -> None:
                     base, train, base_train, base_test, test.labels))
                 cells.setdefault("meta+head", []).append(default_head_accuracy(
                     meta_enc, train, meta_train_emb, meta_test, test.labels))
+                if ns.name_weight:
+                    cells.setdefault("base+head+names", []).append(default_head_accuracy(
+                        base, train, base_train, base_test, test.labels, ns.name_weight))
+                    cells.setdefault("meta+head+names", []).append(default_head_accuracy(
+                        meta_enc, train, meta_train_emb, meta_test, test.labels,
+                        ns.name_weight))
                 if ns.inner_epochs:
-                    result = inner_loop_accuracy(name, train, test, ns.inner_epochs, seed,
-                                                 out_of_scope_detection=True, **overrides)
+                    weights = [ns.name_weight] if ns.name_weight else []
+                    result = inner_loop_accuracy(
+                        name, train, test, ns.inner_epochs, seed, name_weights=weights,
+                        out_of_scope_detection=True, label_name_weight=0.0, **overrides)
                     cells.setdefault("meta+inner(encoder)", []).append(result["accuracy"])
+                    if weights:
+                        cells.setdefault("meta+inner+names", []).append(
+                            result[f"accuracy_names_{ns.name_weight:g}"])
                     seconds.append(result["adapt_seconds"])
             row = {"dataset": dataset, "shots": shots, "split": ns.split, "encoder": name,
                    "seeds": seeds, "n_test": len(test), "n_intents": len(set(train.labels)),
@@ -124,7 +145,8 @@ def main() -> None:
                     "command": "python scripts/few_shot_table.py " + " ".join(
                         f"--encoder {e}" for e in ns.encoder) + f" --split {ns.split} "
                         f"--shots {' '.join(ns.shots)} --seeds {' '.join(map(str, ns.seeds))}"
-                        + (f" --inner-epochs {ns.inner_epochs}" if ns.inner_epochs else ""),
+                        + (f" --inner-epochs {ns.inner_epochs}" if ns.inner_epochs else "")
+                        + (f" --name-weight {ns.name_weight:g}" if ns.name_weight else ""),
                     "inner_loop_overrides": overrides,
                     "rows": rows}, indent=1))
     print(markdown(rows))
@@ -134,15 +156,22 @@ METHODS = [
     ("base+logreg", "frozen base + LR"),
     ("base+head", "frozen base + default head"),
     ("meta+head", "meta-trained + default head"),
-    ("meta+inner(encoder)", "meta-trained + encoder inner loop (**shipped recipe**)"),
+    ("meta+inner(encoder)", "meta-trained + encoder inner loop (names off)"),
+    ("base+head+names", "frozen base + default head + names"),
+    ("meta+head+names", "meta-trained + default head + names"),
+    ("meta+inner+names", "meta-trained + encoder inner loop + names"),
 ]
+# The shipped recipe: the last of these a table has (names on since label_name_weight).
+SHIPPED = ("meta+inner+names", "meta+inner(encoder)")
 
 
 def markdown(rows: List[Dict]) -> str:
     """One line per dataset and shot count, one column per method: mean (± std over seeds) in
     %, and the shipped recipe's margin over the strongest floor (frozen base + LR)."""
     methods = [(k, label) for k, label in METHODS if any(k in r for r in rows)]
-    lines = ["| corpus | shots | intents | " + " | ".join(label for _, label in methods)
+    shipped = next((k for k in SHIPPED if any(k in r for r in rows)), SHIPPED[-1])
+    lines = ["| corpus | shots | intents | " + " | ".join(
+                 f"{label} (**shipped**)" if key == shipped else label for key, label in methods)
              + " | shipped − frozen base + LR |",
              "|---|---:|---:|" + "---:|" * (len(methods) + 1)]
     for row in rows:
@@ -155,7 +184,7 @@ def markdown(rows: List[Dict]) -> str:
                 cells.append(f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}")
             else:
                 cells.append(f"{100 * cell['mean']:.1f}")
-        best, floor = row.get("meta+inner(encoder)"), row.get("base+logreg")
+        best, floor = row.get(shipped), row.get("base+logreg")
         margin = f"{100 * (best['mean'] - floor['mean']):+.1f}" if best and floor else "–"
         lines.append(f"| {row['dataset']} | {row['shots']} | {row['n_intents']} | "
                      + " | ".join(cells) + f" | {margin} |")

@@ -71,3 +71,11 @@ def test_drawn_few_shot_tasks_are_seeded_complete_and_disjoint_from_test():
     assert not set(zip(train.texts, train.labels)) & set(zip(test.texts, test.labels))
     fixed, _ = few_shot_task("BANKING77", "10", seed=3)
     assert len(fixed) == 770 and fixed.name == "BANKING77/train_10"
+
+
+@needs_data
+def test_shot_counts_without_a_fixed_split_are_drawn_per_seed():
+    one, _ = few_shot_task("BANKING77", "1", seed=0)
+    again, _ = few_shot_task("BANKING77", "1", seed=0)
+    other, _ = few_shot_task("BANKING77", "1", seed=1)
+    assert len(one) == 77 and one.texts == again.texts and one.texts != other.texts

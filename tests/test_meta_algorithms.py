@@ -190,3 +190,72 @@ def test_outer_steps_lower_the_post_adaptation_query_loss(still_encoder_dir, alg
         step(training, sampler.sample(), i)
     after = _post_adaptation_loss(training, held, inner)
     assert after < 0.9 * before, (before, after)
+
+
+def _hand_named_loss(encoder, episode, names, weight):
+    """The prototypical query loss with each named class's embedded name in its prototype."""
+    from rasa_meta.runtime.heads import class_means
+
+    n_s = len(episode.support)
+    texts = list(episode.support) + list(episode.query) + [names[i] for i in sorted(names)]
+    emb = _embed(encoder, texts)
+    extra = torch.zeros(episode.n_way, emb.shape[1])
+    for row, i in enumerate(sorted(names)):
+        extra[i] = emb[n_s + len(episode.query) + row]
+    protos = class_means(emb[:n_s], episode.support_targets, episode.n_way, extra, weight)
+    logits = 20.0 * emb[n_s:n_s + len(episode.query)] @ protos.T
+    return F.cross_entropy(logits, episode.query_targets)
+
+
+@pytest.mark.parametrize("classes, names", [
+    (["refund", "weather"], {0: "refund", 1: "weather"}),
+    (["intent_1", "Weather"], {1: "weather"}),  # no words: no name, the other one lower-cased
+])
+def test_episode_names_join_the_prototypes_of_the_outer_loss(still_encoder_dir, classes, names):
+    from rasa_meta.training.meta_algorithms import episode_name_texts
+
+    encoder = SentenceEncoder.from_pretrained(str(still_encoder_dir))
+    learner = MetaLearner(encoder, 20.0)
+    base = _episode()
+    episode = Episode(classes, base.support, base.support_targets, base.query,
+                      base.query_targets)
+    assert episode_name_texts(episode) == names
+    with torch.no_grad():
+        named = OuterLoss("prototypical", label_name_weight=2.0)(learner, encoder, episode)
+        plain = OuterLoss("prototypical")(learner, encoder, episode)
+        hand = _hand_named_loss(encoder, episode, names, 2.0)
+    assert named.item() == pytest.approx(hand.item(), rel=1e-4)
+    assert abs(named.item() - plain.item()) > 1e-4
+
+
+def _name_margin(encoder, corpus) -> float:
+    """Mean over intents of cos(name, own prototype) - max cos(name, other prototypes)."""
+    from rasa_meta.runtime.heads import class_means, label_index
+    from rasa_meta.runtime.label_text import name_text
+
+    labels, targets = label_index(corpus.labels)
+    with torch.no_grad():
+        protos = class_means(encoder.encode(corpus.texts), targets, len(labels))
+        names = encoder.encode([name_text(label) for label in labels])
+    sims = names @ protos.T
+    own = sims.diagonal()
+    others = sims.masked_fill(torch.eye(len(labels), dtype=torch.bool), -2.0).max(1).values
+    return float((own - others).mean())
+
+
+def test_meta_training_with_names_places_names_nearer_their_examples(still_encoder_dir):
+    corpora = [word_corpus("a")]
+    margins = {}
+    for weight in (0.0, 1.0):
+        args = MetaTrainingArguments(
+            base_model=str(still_encoder_dir), episodes=15, learning_rate=3e-3, n_way=4,
+            k_shot=3, q_query=3, device="cpu", seed=0, label_name_weight=weight,
+        )
+        process = Process(torch.device("cpu"))
+        training = make_learner(args, process)
+        step = make_step(args, process)
+        sampler = EpisodeSampler(corpora, 4, 3, 3, seed=0)
+        for i in range(1, args.episodes + 1):
+            step(training, sampler.sample(), i)
+        margins[weight] = _name_margin(training.encoder, corpora[0])
+    assert margins[1.0] > margins[0.0] + 0.02, margins  # 0.22 -> 0.28 here

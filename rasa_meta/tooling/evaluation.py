@@ -77,11 +77,16 @@ def inner_loop_accuracy(
     test: IntentCorpus,
     epochs: int,
     seed: int,
+    name_weights: Sequence[float] = (),
     **config: object,
 ) -> Dict[str, float]:
     """Accuracy of the component's model fitted as `rasa train` fits it (the encoder inner
     loop, then the head), on a fresh copy of the encoder. ``config`` overrides
-    :class:`FewShotConfig` fields (e.g. ``finetune_layers``)."""
+    :class:`FewShotConfig` fields (e.g. ``finetune_layers``).
+
+    ``name_weights``: also the accuracy with the head rebuilt at each ``label_name_weight``
+    (key ``accuracy_names_<w>``) over the same adapted encoder: the inner loop does not read
+    intent names, so this is what `rasa train` gives at that weight, for one adaptation."""
     import time
 
     from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
@@ -93,10 +98,21 @@ def inner_loop_accuracy(
     start = time.perf_counter()
     adapt(model, train.texts, train.labels)
     seconds = time.perf_counter() - start
-    probs, _, _ = model.predict(test.texts)
+    test_emb = model.embed(test.texts)
+    result = {"adapt_seconds": seconds, **_head_accuracy(model, test_emb, test)}
+    if name_weights:
+        train_emb = model.embed(train.texts)
+        for weight in name_weights:
+            model.config.label_name_weight = float(weight)
+            model.fit_embeddings(train_emb, train.labels, train.texts)
+            result[f"accuracy_names_{weight:g}"] = _head_accuracy(
+                model, test_emb, test)["accuracy"]
+    return result
+
+
+def _head_accuracy(model, test_emb: torch.Tensor, test: IntentCorpus) -> Dict[str, float]:
+    """Accuracy and macro-F1 of a fitted model's top intent (as :meth:`predict` ranks it)."""
+    probs, in_scope, _ = model.predict_embeddings(test_emb)
+    probs, _ = model.withhold_unreadable(test.texts, probs, in_scope)
     pred = [model.labels[i] for i in probs.argmax(1).tolist()]
-    return {
-        "accuracy": accuracy(test.labels, pred),
-        "macro_f1": macro_f1(test.labels, pred),
-        "adapt_seconds": seconds,
-    }
+    return {"accuracy": accuracy(test.labels, pred), "macro_f1": macro_f1(test.labels, pred)}

@@ -248,10 +248,11 @@ def few_shot_task(
     """The (train, test) pair of a few-shot evaluation on a registered corpus.
 
     Corpora with DialoGLUE splits use their fixed ``train_5`` / ``train_10`` (``seed`` is
-    ignored); ``full`` is the whole ``train``. Others draw ``shots`` examples per intent from
-    ``train`` with ``seed``; an intent with too few there is drawn from ``valid``, and an
-    intent seen only in the test split (10 of SGD's) from the test split itself, those
-    examples then leaving the test set, so the label set stays complete.
+    ignored; other shot counts are drawn as below); ``full`` is the whole ``train``. Others
+    draw ``shots`` examples per intent from ``train`` with ``seed``; an intent with too few
+    there is drawn from ``valid``, and an intent seen only in the test split (10 of SGD's)
+    from the test split itself, those examples then leaving the test set, so the label set
+    stays complete.
     """
     root = root or data_root()
     info = registered(dataset)
@@ -259,7 +260,7 @@ def few_shot_task(
     test = load_split(folder / test_split, name=f"{dataset}/{test_split}")
     if shots == "full":
         return load_split(folder / "train", name=f"{dataset}/train"), test
-    if info is not None and info.few_shot_splits:
+    if info is not None and info.few_shot_splits and (folder / f"train_{shots}").is_dir():
         return load_split(folder / f"train_{shots}", name=f"{dataset}/train_{shots}"), test
     k = int(shots)
     rng = random.Random(seed)

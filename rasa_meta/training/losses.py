@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -15,11 +17,16 @@ def prototypical_loss(
     query: torch.Tensor,
     query_targets: torch.Tensor,
     scale: torch.Tensor,
+    names: Optional[torch.Tensor] = None,
+    name_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy of queries over ``scale * cos(query, prototype)`` (Snell et al. 2017)."""
+    """Cross-entropy of queries over ``scale * cos(query, prototype)`` (Snell et al. 2017).
+
+    ``names`` (n_classes, dim; zero rows for none): each class's embedded name, counted as
+    ``name_weight`` examples of its prototype, as the component counts it."""
     n_classes = int(support_targets.max()) + 1
-    logits = scale * query @ class_means(support, support_targets, n_classes).T
-    return F.cross_entropy(logits, query_targets)
+    prototypes = class_means(support, support_targets, n_classes, names, name_weight)
+    return F.cross_entropy(scale * query @ prototypes.T, query_targets)
 
 
 def supervised_contrastive_loss(
@@ -72,14 +79,19 @@ def episode_loss(
     scale: torch.Tensor,
     contrastive_temperature: float = 0.07,
     uniformity_weight: float = 0.0,
+    names: Optional[torch.Tensor] = None,
+    name_weight: float = 0.0,
 ) -> torch.Tensor:
     """The chosen objective on one episode ("both" adds them with equal weight), plus
-    ``uniformity_weight`` times the uniformity regulariser over all its embeddings."""
+    ``uniformity_weight`` times the uniformity regulariser over all its embeddings.
+    ``names``/``name_weight``: the classes' embedded names in the prototypes (see
+    :func:`prototypical_loss`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective '{objective}', expected one of {OBJECTIVES}.")
     loss = support.new_zeros(())
     if objective in ("prototypical", "both"):
-        loss = loss + prototypical_loss(support, support_targets, query, query_targets, scale)
+        loss = loss + prototypical_loss(support, support_targets, query, query_targets, scale,
+                                        names, name_weight)
     if objective in ("contrastive", "both"):
         emb = torch.cat([support, query])
         loss = loss + supervised_contrastive_loss(

@@ -30,6 +30,7 @@ from torch import nn
 from rasa_meta.runtime.config import FewShotConfig
 from rasa_meta.runtime.encoder import SentenceEncoder, set_trainable_layers
 from rasa_meta.runtime.heads import PrototypeHead, class_means
+from rasa_meta.runtime.label_text import name_text
 from rasa_meta.training.episodes import Episode
 from rasa_meta.training.inner_loop import fast_adapt, finetune_encoder
 from rasa_meta.training.learner import MetaLearner
@@ -117,26 +118,43 @@ class OuterLoss:
     uniformity_weight: float = 0.0
     head_steps: int = 0  # > 0: through a refined prototype head (protomaml)
     head_learning_rate: float = _COMPONENT.head_learning_rate
+    # > 0: the episode's intent names, embedded by the encoder being trained, join their
+    # prototypes as this many examples (the component's label_name_weight), so the encoder
+    # learns to place a name near its examples
+    label_name_weight: float = 0.0
 
     def __call__(
         self, module: nn.Module, encoder: SentenceEncoder, episode: Episode[str],
         autocast: bool = False,
     ) -> torch.Tensor:
         device = encoder.device
-        batch = encoder.tokenize(list(episode.support) + list(episode.query))
+        named = episode_name_texts(episode) if self.label_name_weight > 0 else {}
+        texts = list(episode.support) + list(episode.query)
+        batch = encoder.tokenize(texts + list(named.values()))
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
             emb, scale = module(batch)
-        n_s = len(episode.support)
+        n_s, n_q = len(episode.support), len(episode.query)
+        names = None
+        if named:  # (n_way, dim), zero rows for classes whose name has no words
+            names = emb.new_zeros(episode.n_way, emb.shape[1])
+            names = names.index_copy(0, torch.tensor(list(named), device=device), emb[n_s + n_q:])
+        emb = emb[:n_s + n_q]
         s_t, q_t = episode.support_targets.to(device), episode.query_targets.to(device)
         if self.head_steps > 0:
             return refined_head_loss(
                 emb[:n_s], s_t, emb[n_s:], q_t, scale, episode.support_labels,
-                self.head_steps, self.head_learning_rate,
+                self.head_steps, self.head_learning_rate, names, self.label_name_weight,
             ) + self.uniformity_weight * uniformity_loss(emb)
         return episode_loss(
             self.objective, emb[:n_s], s_t, emb[n_s:], q_t, scale,
-            self.contrastive_temperature, self.uniformity_weight,
+            self.contrastive_temperature, self.uniformity_weight, names,
+            self.label_name_weight,
         )
+
+
+def episode_name_texts(episode: Episode[str]) -> Dict[int, str]:
+    """Class index -> the words of its name, for the episode's classes whose name has any."""
+    return {i: text for i, text in enumerate(name_text(c) for c in episode.classes) if text}
 
 
 def refined_head_loss(
@@ -148,17 +166,27 @@ def refined_head_loss(
     support_labels: Sequence[str],
     head_steps: int,
     head_learning_rate: float,
+    names: Optional[torch.Tensor] = None,
+    name_weight: float = 0.0,
 ) -> torch.Tensor:
     """Query cross-entropy through the head `rasa train` builds (ProtoMAML, Triantafillou et
     al. 2020): class vectors started at the prototypes and refined on the support by
     :meth:`PrototypeHead.refine`. The prototypes keep their gradient; the refinement's
-    offset is a constant (first-order)."""
+    offset is a constant (first-order). ``names``: the classes' embedded names (rows in
+    target order, zero for none) as support of weight ``name_weight``, as the head takes
+    them."""
     n_classes = int(support_targets.max()) + 1
-    prototypes = class_means(support, support_targets, n_classes)
-    head = PrototypeHead(1.0 / float(scale.detach())).fit(support.detach(), support_labels)
+    prototypes = class_means(support, support_targets, n_classes, names, name_weight)
+    class_names = _class_order(support_labels, support_targets)
+    label_embeddings = None
+    if names is not None and name_weight > 0:
+        label_embeddings = {class_names[i]: names[i].detach() for i in range(n_classes)
+                            if bool(names[i].abs().sum() > 0)}
+    head = PrototypeHead(1.0 / float(scale.detach())).fit(
+        support.detach(), support_labels, label_embeddings, name_weight)
     head.refine(head_steps, head_learning_rate)
     # the head orders its classes by name; the episode's targets index its own order
-    order = [head.labels.index(label) for label in _class_order(support_labels, support_targets)]
+    order = [head.labels.index(label) for label in class_names]
     refined = head.weights[order] if head.weights is not None else head.prototypes[order]
     weights = prototypes + (refined.to(prototypes.device) - prototypes.detach())
     logits = scale * query @ F.normalize(weights, dim=-1).T

@@ -134,6 +134,12 @@ class MetaTrainingArguments:
     uniformity_weight: float = arg(
         0.0, "Weight of the uniformity (isotropy) regulariser over each episode's embeddings."
     )
+    label_name_weight: float = arg(
+        0.0, "Each episode's intent names (their words, as the component reads them) join "
+        "their prototypes as this many examples, embedded by the encoder being trained, so it "
+        "learns to place a name near its examples (the component's label_name_weight); 0: "
+        "off. Validation scores plain prototypes either way."
+    )
     seed: int = arg(0, "Seed of episodes, splits and initialisation.")
     device: str = arg("auto", "auto, cpu, cuda or cuda:N.")
     mixed_precision: bool = arg(True, "bf16 autocast on CUDA.")
@@ -182,8 +188,8 @@ class MetaTrainingArguments:
             raise ValueError(f"{self.meta_algorithm} needs inner_epochs >= 1.")
         if self.episodes < 1 or self.eval_every < 1:
             raise ValueError("episodes and eval_every must be positive.")
-        if self.uniformity_weight < 0:
-            raise ValueError("uniformity_weight must be >= 0.")
+        if self.uniformity_weight < 0 or self.label_name_weight < 0:
+            raise ValueError("uniformity_weight and label_name_weight must be >= 0.")
         if self.valid_corpus and corpus_family(self.valid_corpus).upper() not in {
             corpus_family(e).upper() for e in self.exclude
         }:
@@ -200,6 +206,7 @@ class MetaTrainingArguments:
         return OuterLoss(
             self.objective, self.contrastive_temperature, self.uniformity_weight,
             head_steps=_COMPONENT.head_steps if self.meta_algorithm == "protomaml" else 0,
+            label_name_weight=self.label_name_weight,
         )
 
 
