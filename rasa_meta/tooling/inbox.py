@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -34,8 +34,15 @@ from rasa_meta.tooling.inbox_groups import (
     review_confident,
     summarise_clusters,
 )
-from rasa_meta.tooling.inbox_traffic import InboxError, Traffic, parse_time, read_traffic
-from rasa_meta.tooling.nlu_text import normalise_text
+from rasa_meta.tooling.inbox_report import write_reports
+from rasa_meta.tooling.inbox_traffic import (  # noqa: F401
+    DistinctTexts,
+    InboxError,
+    Traffic,
+    distinct_texts,
+    parse_time,
+    read_traffic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,34 +73,6 @@ class InboxOptions:
     progress: bool = True
 
 
-@dataclass
-class DistinctTexts:
-    """User messages folded by :func:`normalise_text`: repeats count, are parsed once."""
-
-    texts: List[str]  # the most frequent spelling of each
-    message_ids: List[List[int]]  # indices into Traffic.messages
-    senders: List[List[str]]
-
-    @property
-    def counts(self) -> List[int]:
-        return [len(ids) for ids in self.message_ids]
-
-
-def distinct_texts(traffic: Traffic) -> DistinctTexts:
-    groups: Dict[str, List[int]] = {}
-    for i, message in enumerate(traffic.messages):
-        groups.setdefault(normalise_text(message.text), []).append(i)
-    texts, ids, senders = [], [], []
-    for members in groups.values():
-        spellings: Dict[str, int] = {}
-        for i in members:
-            spellings[traffic.messages[i].text] = spellings.get(traffic.messages[i].text, 0) + 1
-        texts.append(max(spellings, key=lambda s: (spellings[s], -len(s))))
-        ids.append(members)
-        senders.append(sorted({traffic.messages[i].sender_id for i in members}))
-    return DistinctTexts(texts, ids, senders)
-
-
 def traffic_share(model: Any, parsed: ParsedTexts, distinct: DistinctTexts,
                   threshold: Optional[float]) -> Dict[str, Any]:
     """The out-of-scope share of the messages and the threshold for it, as ``rasa-meta
@@ -110,7 +89,6 @@ def traffic_share(model: Any, parsed: ParsedTexts, distinct: DistinctTexts,
 
 def run_inbox(options: InboxOptions) -> Dict[str, Any]:
     """Read, parse, group and write the reports; returns the ``inbox.json`` content."""
-    from rasa_meta.tooling.inbox_report import write_reports
 
     started = time.perf_counter()
     since, until = parse_time(options.since), parse_time(options.until)

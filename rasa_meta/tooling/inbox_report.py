@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from rasa_meta.tooling.inbox_groups import ClusterSummary, ReviewItem
-from rasa_meta.tooling.inbox_traffic import Traffic, format_time
+from rasa_meta.tooling.inbox_traffic import DistinctTexts, Traffic, format_time
 from rasa_meta.tooling.nlu_text import normalise_text, yaml_safe_example
 
 if TYPE_CHECKING:
     from rasa_meta.tooling.bot_model import ParsedTexts
-    from rasa_meta.tooling.inbox import DistinctTexts
 
 JSON_FILE = "inbox.json"
 MARKDOWN_FILE = "inbox.md"

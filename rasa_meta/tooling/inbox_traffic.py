@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from rasa_meta.runtime.errors import RasaMetaError
+from rasa_meta.tooling.nlu_text import normalise_text
 
 logger = logging.getLogger(__name__)
 
@@ -351,3 +352,31 @@ def read_traffic(
             f"message with text {window}{left_out}: widen --since / --until."
         )
     return Traffic(messages, description, active, total, skipped, since, until)
+
+
+@dataclass
+class DistinctTexts:
+    """User messages folded by :func:`normalise_text`: repeats count, are parsed once."""
+
+    texts: List[str]  # the most frequent spelling of each
+    message_ids: List[List[int]]  # indices into Traffic.messages
+    senders: List[List[str]]
+
+    @property
+    def counts(self) -> List[int]:
+        return [len(ids) for ids in self.message_ids]
+
+
+def distinct_texts(traffic: Traffic) -> DistinctTexts:
+    groups: Dict[str, List[int]] = {}
+    for i, message in enumerate(traffic.messages):
+        groups.setdefault(normalise_text(message.text), []).append(i)
+    texts, ids, senders = [], [], []
+    for members in groups.values():
+        spellings: Dict[str, int] = {}
+        for i in members:
+            spellings[traffic.messages[i].text] = spellings.get(traffic.messages[i].text, 0) + 1
+        texts.append(max(spellings, key=lambda s: (spellings[s], -len(s))))
+        ids.append(members)
+        senders.append(sorted({traffic.messages[i].sender_id for i in members}))
+    return DistinctTexts(texts, ids, senders)
