@@ -102,3 +102,22 @@ def test_descriptions_are_read_from_the_nlu_metadata(tmp_path):
     examples = data.intent_examples
     found = intent_descriptions(examples, [m.get("intent") for m in examples])
     assert found == {"check_balance": "the customer asks how much money is on an account"}
+
+
+def test_accuracy_at_each_name_weight_is_that_of_rasa_train_at_that_weight(tiny_encoder_dir):
+    """The evaluation rebuilds only the head per weight over one adaptation: the inner loop
+    does not read names, so each number is what `rasa train` at that weight gives."""
+    from rasa_meta.tooling.evaluation import inner_loop_accuracy
+    from rasa_meta.training.corpus import IntentCorpus
+
+    texts, labels = toy_corpus()
+    train = IntentCorpus("toy", texts, labels)
+    test = IntentCorpus("toy", ["where is my parcel", "refund now", "hi there"],
+                        ["order_status", "refund", "greet"])
+    shared = inner_loop_accuracy(str(tiny_encoder_dir), train, test, 1, 0,
+                                 name_weights=[0.0, 4.0], label_name_weight=0.0)
+    for weight in (0.0, 4.0):
+        alone = inner_loop_accuracy(str(tiny_encoder_dir), train, test, 1, 0,
+                                    label_name_weight=weight)
+        assert shared[f"accuracy_names_{weight:g}"] == pytest.approx(alone["accuracy"])
+    assert shared["accuracy_names_0"] == pytest.approx(shared["accuracy"])
