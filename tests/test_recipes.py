@@ -151,3 +151,13 @@ def test_retrieval_recipe_answers_faqs_and_chitchat_through_rules(agent):
     # a response key with a single example
     assert replies(bot, "do you take paypal") == ["We accept cards, PayPal and Apple Pay."]
     assert replies(bot, "what is your name") == ["I'm the shop's assistant."]
+
+
+@pytest.mark.slow
+def test_out_of_scope_recipe_answers_off_topic_messages_with_its_rule(agent):
+    recipe, bot = agent
+    if recipe != "out_of_scope":
+        pytest.skip("only the out_of_scope recipe sets out_of_scope_intent")
+    for text in ["what's the best pizza topping", "can you sing me a song"]:
+        assert parse(bot, text)["intent"]["name"] == "out_of_scope", text
+        assert replies(bot, text) == ["Sorry, I can only help with orders and refunds."]

@@ -16,6 +16,7 @@ from rasa_meta.runtime.encoder import DEFAULT_ENCODER, resolve_encoder
 from rasa_meta.runtime.errors import EncoderNotFoundError, InvalidOptionError
 from rasa_meta.runtime.heads import FALLBACK_TEMPERATURE, HEAD_TYPES, encoder_temperature  # noqa: F401
 from rasa_meta.runtime.in_scope import OOS_METHODS
+from rasa_meta.runtime.retrieval import DELIMITER
 from rasa_meta.runtime.traffic_share import DEFAULT_OUT_OF_SCOPE_SHARE
 
 # Episode objectives of meta-training and of the inner loop at `rasa train`.
@@ -63,6 +64,13 @@ class FewShotConfig:
     # fits (runtime/traffic_share.py). The default assumes customer-service traffic (36-69 %
     # out of scope); `rasa-meta calibrate` estimates a bot's own share from its traffic.
     out_of_scope_share: float = DEFAULT_OUT_OF_SCOPE_SHARE
+    # The bot's intent for out-of-scope messages, e.g. "out_of_scope" (its response keys too,
+    # out_of_scope/...): the in-scope score is calibrated on the other intents, and this
+    # intent takes the probability of being out of scope (runtime/out_of_scope_intent.py).
+    # None or "": an intent like any other. Off by default: on the two real bots and CLINC150
+    # it traded in-scope accuracy for out-of-scope recall at a fixed threshold, and ranked
+    # answers no better (docs/results/out_of_scope/README.md#a-bots-own-out_of_scope-intent).
+    out_of_scope_intent: Optional[str] = None
     # Intent names as support: each intent's name in words (check_order_status -> "check
     # order status") or its description counts as this many examples in its prototype and
     # refined head; 0 off. 1 was chosen on the valid splits of five corpora
@@ -165,6 +173,13 @@ class FewShotConfig:
             raise InvalidOptionError(
                 f"'out_of_scope_share' must be a number between 0 and 1 (the share of the "
                 f"bot's messages that are out of scope), got {share!r}."
+            )
+        intent = self.out_of_scope_intent
+        if intent is not None and not (isinstance(intent, str) and DELIMITER not in intent):
+            raise InvalidOptionError(
+                f"'out_of_scope_intent' must be the name of the bot's intent for out-of-scope "
+                f"messages, not a response key (its keys, e.g. out_of_scope/other, count with "
+                f"it), or null to treat it like any other intent; got {intent!r}."
             )
         weight = self.label_name_weight
         if not (_is_number(weight) and weight >= 0):

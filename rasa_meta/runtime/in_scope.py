@@ -25,6 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from rasa_meta.runtime.heads import PrototypeHead
+from rasa_meta.runtime.out_of_scope_intent import (
+    in_scope_part,
+    in_scope_probabilities,
+    out_of_scope_labels,
+    split_indices,
+    with_out_of_scope_labels,
+)
 from rasa_meta.runtime.traffic_share import IN_SCOPE_MAP, RIGHT_MAP, right_logit
 
 SCORER_FILE = "in_scope_scorer.json"
@@ -296,6 +303,10 @@ class InScopeEstimator:
     ``out_of_scope_share`` out of scope (:mod:`rasa_meta.runtime.traffic_share`; the other
     intents keep their ratio to it). ``similarity``: the leave-one-out rule. ``off``: every
     message is in scope.
+
+    ``out_of_scope_labels``: the bot's out-of-scope intent and its response keys
+    (:mod:`rasa_meta.runtime.out_of_scope_intent`): the score and its calibration read the
+    other intents only, and those labels take the probability of being out of scope.
     """
 
     method: str = "off"
@@ -307,6 +318,11 @@ class InScopeEstimator:
     out_of_scope_share: Optional[float] = None
     right_map: Tuple[float, float] = RIGHT_MAP
     in_scope_map: Tuple[float, float] = IN_SCOPE_MAP
+    # Empty: no out-of-scope intent (a model saved before the option, or a bot without one).
+    out_of_scope_labels: List[str] = field(default_factory=list)
+    # (head, its in-scope part): built once per fitted head, not per request
+    _part: Optional[Tuple[PrototypeHead, PrototypeHead]] = field(
+        default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(
@@ -317,10 +333,30 @@ class InScopeEstimator:
         scorer: Optional[InScopeScorer] = None,
         held_out: Optional[HeldOutScores] = None,
         out_of_scope_share: Optional[float] = None,
+        out_of_scope_intent: Optional[str] = None,
     ) -> InScopeEstimator:
         """``held_out``: how examples the encoder was not adapted on score; without it the
         head's own examples are scored leave-one-out (right when the encoder is frozen).
-        ``out_of_scope_share``: the traffic the learned confidence is a probability for."""
+        ``out_of_scope_share``: the traffic the learned confidence is a probability for.
+        ``out_of_scope_intent``: the bot's intent for out-of-scope messages, if it has one;
+        the statistics and calibration are then those of the other intents
+        (``held_out`` must have been scored against them too)."""
+        oos = out_of_scope_labels(head.labels, out_of_scope_intent)
+        fitted = cls._fit(in_scope_part(head, oos), method, quantile, scorer, held_out,
+                          out_of_scope_share)
+        fitted.out_of_scope_labels = oos
+        return fitted
+
+    @classmethod
+    def _fit(
+        cls,
+        head: PrototypeHead,
+        method: str,
+        quantile: float,
+        scorer: Optional[InScopeScorer],
+        held_out: Optional[HeldOutScores],
+        out_of_scope_share: Optional[float],
+    ) -> InScopeEstimator:
         if method == "learned":
             if scorer is None:
                 raise ValueError("the learned in-scope score needs a scorer")
@@ -341,12 +377,32 @@ class InScopeEstimator:
             return cls("similarity", calibrator=SimilarityCalibrator.fit(head, quantile, sims))
         return cls()
 
+    def in_scope_head(self, head: PrototypeHead) -> PrototypeHead:
+        """The part of ``head`` the score reads: its in-scope intents (all, without an
+        out-of-scope intent)."""
+        if not self.out_of_scope_labels:
+            return head
+        if self._part is None or self._part[0] is not head:
+            self._part = (head, in_scope_part(head, self.out_of_scope_labels))
+        return self._part[1]
+
     def confidences(
         self, head: PrototypeHead, emb: torch.Tensor, probs: torch.Tensor, sims: torch.Tensor
     ) -> tuple:
-        """(confidences (n, intents), in-scope score (n,)) from the head's outputs."""
+        """(confidences (n, labels), in-scope score (n,)) from the head's outputs."""
+        if not self.out_of_scope_labels:
+            return self._confidences(head, emb, probs, sims)
+        in_idx, oos_idx = split_indices(head.labels, self.out_of_scope_labels)
+        in_probs, in_mass = in_scope_probabilities(probs, in_idx)
+        inside, score = self._confidences(self.in_scope_head(head), emb, in_probs,
+                                          sims[:, in_idx])
+        return with_out_of_scope_labels(inside, score, in_mass, probs, in_idx, oos_idx)
+
+    def _confidences(
+        self, head: PrototypeHead, emb: torch.Tensor, probs: torch.Tensor, sims: torch.Tensor
+    ) -> tuple:
         if self.method == "learned" and self.scorer is not None:
-            z = self.logits(head, emb, probs, sims)
+            z = self._logits(head, emb, probs, sims)
             if self.out_of_scope_share is None:
                 score = torch.sigmoid(z)
             else:
@@ -360,9 +416,19 @@ class InScopeEstimator:
         self, head: PrototypeHead, emb: torch.Tensor, probs: torch.Tensor, sims: torch.Tensor
     ) -> torch.Tensor:
         """The learned score's logit z of each message, anchored on the bot's examples: what
-        the confidence and the traffic share estimate are computed from."""
+        the confidence and the traffic share estimate are computed from. With an
+        out-of-scope intent, z reads the in-scope intents only."""
         if self.scorer is None:
             raise RuntimeError("logits() needs the learned in-scope score (method 'learned').")
+        if self.out_of_scope_labels:
+            in_idx, _ = split_indices(head.labels, self.out_of_scope_labels)
+            probs = in_scope_probabilities(probs, in_idx)[0]
+            head, sims = self.in_scope_head(head), sims[:, in_idx]
+        return self._logits(head, emb, probs, sims)
+
+    def _logits(
+        self, head: PrototypeHead, emb: torch.Tensor, probs: torch.Tensor, sims: torch.Tensor
+    ) -> torch.Tensor:
         features = in_scope_features(head, emb, self.stats, sims, probs)
         return self.scorer.logits(features) + self.offset
 
@@ -378,10 +444,18 @@ class InScopeEstimator:
                 out["in_scope_map"] = list(self.in_scope_map)
         else:
             out["calibrator"] = self.calibrator.to_dict()
+        if self.out_of_scope_labels:  # absent: none (what older models hold)
+            out["out_of_scope_labels"] = list(self.out_of_scope_labels)
         return out
 
     @classmethod
     def from_dict(cls, data: Dict) -> InScopeEstimator:
+        estimator = cls._from_dict(data)
+        estimator.out_of_scope_labels = [str(lab) for lab in data.get("out_of_scope_labels", [])]
+        return estimator
+
+    @classmethod
+    def _from_dict(cls, data: Dict) -> InScopeEstimator:
         method = str(data["method"])
         if method == "learned":
             s = data["statistics"]

@@ -137,13 +137,17 @@ class FewShotIntentModel:
         return InScopeEstimator.fit(
             self.head, method, self.config.oos_quantile, self._scorer(),
             self.held_out, float(self.config.out_of_scope_share),
+            self.config.out_of_scope_intent,
         )
 
     def predict(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Confidences (n, intents), in-scope probability (n,), similarities (n, intents).
 
-        Confidence = p(intent | in scope) * p(in scope): rows sum to the in-scope
-        probability, which is 1 for messages as close to an intent as its typical example.
+        Confidence = p(intent | in scope) * p(in scope): with ``similarity`` rows sum to the
+        in-scope probability, which is 1 for messages as close to an intent as its typical
+        example; with ``learned`` the top intent's confidence is it. A bot's out-of-scope
+        intent (``out_of_scope_intent``) takes what the other intents leave, 1 minus their
+        sum, so its rows sum to 1 (:mod:`rasa_meta.runtime.out_of_scope_intent`).
         """
         self._require_fitted("predict()")
         confidences, in_scope, sims = self.predict_embeddings(self.embed(texts))

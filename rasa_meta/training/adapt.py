@@ -17,6 +17,7 @@ from rasa_meta.runtime.encoder import trainable_state
 from rasa_meta.runtime.heads import make_head
 from rasa_meta.runtime.in_scope import HeldOutScores
 from rasa_meta.runtime.model import FewShotIntentModel
+from rasa_meta.runtime.out_of_scope_intent import in_scope_part, out_of_scope_labels
 from rasa_meta.training.inner_loop import finetune_encoder
 
 
@@ -78,7 +79,8 @@ def held_out_scores(
     """Adapt a copy of the encoder without one example of each intent (of intents with 2+)
     and score those examples as new messages: the in-scope calibration of the real run (its
     head built as the real one is, intent names included). The encoder's weights are
-    restored afterwards."""
+    restored afterwards. With an out-of-scope intent, only the other intents' examples are
+    scored, against the head's in-scope part, as the calibration reads them."""
     held = held_out_split(labels, model.config.random_seed)
     if len(held) < 2:
         return None
@@ -97,4 +99,5 @@ def held_out_scores(
     head = make_head(config.head, model.temperature).fit(
         emb[rest], [labels[i] for i in rest], named, float(config.label_name_weight))
     head.refine(config.head_steps, config.head_learning_rate)
+    head = in_scope_part(head, out_of_scope_labels(head.labels, config.out_of_scope_intent))
     return HeldOutScores.of(head, emb[held], [labels[i] for i in held])
