@@ -408,3 +408,24 @@ def test_inbox_over_real_traffic_finds_the_missing_intent(trained_example_bot, t
     assert (out / "inbox.md").read_text(encoding="utf-8").startswith("# NLU inbox")
     page = (out / "inbox.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in page and found["name"] in page
+
+
+def test_messages_taken_by_the_out_of_scope_intent_count_as_unhandled():
+    import numpy as np
+
+    from rasa_meta.tooling.bot_model import ParsedTexts
+    from rasa_meta.tooling.inbox import unhandled_mask
+
+    parsed = ParsedTexts(
+        intent=["greet", "out_of_scope", "nlu_fallback", "refund", "out_of_scope/other",
+                "chitchat", None],
+        top_intent=["greet", "out_of_scope", "refund", "refund", "out_of_scope", "chitchat",
+                    None],
+        confidence=np.array([0.9, 0.95, 0.2, 0.4, 0.9, 0.9, 0.0]),
+        fell_back=np.array([False, False, True, False, False, False, False]),
+        embeddings=np.zeros((7, 4), dtype=np.float32),
+    )
+    assert unhandled_mask(parsed, 0.5).tolist() == [False, True, True, True, True, False, True]
+    # another name for the bot's out-of-scope intent: `out_of_scope` is then an intent like any
+    named = unhandled_mask(parsed, 0.5, "chitchat").tolist()
+    assert named == [False, False, True, True, False, True, True]

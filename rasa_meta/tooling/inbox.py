@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from rasa_meta.runtime.retrieval import DELIMITER
 from rasa_meta.tooling.bot_model import BotModel, ParsedTexts, find_model, load_bot_model  # noqa: F401
 from rasa_meta.tooling.inbox_groups import (
     DEFAULT_LINKAGE,
@@ -73,6 +74,21 @@ class InboxOptions:
     progress: bool = True
 
 
+# The name Rasa's own templates and most bots give their intent for out-of-scope messages.
+OUT_OF_SCOPE_INTENT = "out_of_scope"
+
+
+def unhandled_mask(parsed: ParsedTexts, low: float,
+                   out_of_scope_intent: Optional[str] = None) -> np.ndarray:
+    """Texts the bot did not handle: it fell back, was unsure (confidence below ``low``), or
+    answered with its out-of-scope intent (``out_of_scope_intent``, else ``out_of_scope``):
+    a message that intent takes is one the bot has no answer for, however sure it is."""
+    name = out_of_scope_intent or OUT_OF_SCOPE_INTENT
+    out_of_scope = np.array([bool(i) and (i == name or i.startswith(name + DELIMITER))
+                             for i in parsed.intent], dtype=bool)
+    return parsed.fell_back | (parsed.confidence < low) | out_of_scope
+
+
 def traffic_share(model: Any, parsed: ParsedTexts, distinct: DistinctTexts,
                   threshold: Optional[float]) -> Dict[str, Any]:
     """The out-of-scope share of the messages and the threshold for it, as ``rasa-meta
@@ -108,11 +124,12 @@ def run_inbox(options: InboxOptions) -> Dict[str, Any]:
     low = options.low_confidence
     if low is None:
         low = max(DEFAULT_LOW_CONFIDENCE, bot.threshold or 0.0)
-    unhandled = np.flatnonzero(parsed.fell_back | (parsed.confidence < low))
-    confident = np.flatnonzero(~(parsed.fell_back | (parsed.confidence < low)))
+    model = bot.classifier.model
+    not_handled = unhandled_mask(parsed, low, model.config.out_of_scope_intent)
+    unhandled = np.flatnonzero(not_handled)
+    confident = np.flatnonzero(~not_handled)
 
     group_started = time.perf_counter()
-    model = bot.classifier.model
     head = model.head
     support = head.support.numpy()
     targets = head.support_targets.numpy()
