@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from rasa_meta.runtime.heads import PrototypeHead, class_means, label_index
 from rasa_meta.runtime.in_scope import leave_one_out_similarities
 from rasa_meta.tooling.nlu_text import normalise_text
+from rasa_meta.tooling.overlap.text import report_table, summary_lines
 from rasa_meta.training.arguments import arg
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,14 +198,10 @@ class OverlapReport:
 
     def summary_lines(self, max_items: int = 3) -> List[str]:
         """A few short warning lines, one per kind of finding; empty when all is well."""
-        from rasa_meta.tooling.overlap.text import summary_lines
-
         return summary_lines(self, max_items)
 
     def to_table(self, max_rows: int = 20) -> str:
         """The report as markdown tables (readable as plain text), longest lists truncated."""
-        from rasa_meta.tooling.overlap.text import report_table
-
         return report_table(self, max_rows)
 
 

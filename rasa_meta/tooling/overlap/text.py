@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rasa_meta.tooling.overlap.analysis import OverlapReport
+# The report is an analysis.OverlapReport, which formats itself through this module; typed
+# loosely here so that the formatter does not import the report back (no import cycle).
+OverlapReport = Any
 
 
 def summary_lines(report: OverlapReport, max_items: int = 3) -> List[str]:
