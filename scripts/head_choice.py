@@ -28,13 +28,16 @@ import random
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel
-from rasa_meta.training.adapt import adapt
-from rasa_meta.training.corpus import IntentCorpus, data_root, load_split, sample_shots
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the real bots' loader, beside this
+
+from retrieval_bots import real_bot, sample  # noqa: E402
+
+from rasa_meta.runtime.model import FewShotConfig, FewShotIntentModel  # noqa: E402
+from rasa_meta.training.adapt import adapt  # noqa: E402
+from rasa_meta.training.corpus import IntentCorpus, data_root, load_split, sample_shots  # noqa: E402
 
 HEADS = ("prototype", "matching", "mixture")
 CORPORA = ("BANKING77", "CLINC150", "SGD", "TOP", "MULTIDOGO")
@@ -53,24 +56,10 @@ def cap(corpus: IntentCorpus, limit: int, seed: int) -> IntentCorpus:
                         [corpus.labels[i] for i in keep], corpus.domains)
 
 
-def real_bot(name: str) -> List[Tuple[str, str]]:
-    """(text, intent) of a real assistant's NLU data in RASA_BOTS, entity markup removed, read
-    by Rasa as `rasa train` reads it (the loader of scripts/retrieval_bots.py)."""
-    from rasa.shared.nlu.training_data.loading import load_data
-
-    data = load_data(str(data_root() / "RASA_BOTS" / name / "nlu.yml"))
-    return [(m.get("text"), m.get("intent")) for m in data.intent_examples if m.get("text")]
-
-
 def bot_split(pairs: List[Tuple[str, str]], shots: int, seed: int) -> Tuple[list, list]:
     """``shots`` examples per intent (seeded) for training, every other example for testing:
     the draw of scripts/retrieval_bots.py, so seed 0 is the split of its real-bot table."""
-    by_label: Dict[str, List[str]] = defaultdict(list)
-    for text, label in pairs:
-        by_label[label].append(text)
-    rng = random.Random(seed)
-    train = [(t, label) for label in sorted(by_label)
-             for t in rng.sample(by_label[label], min(shots, len(by_label[label])))]
+    train = sample(pairs, shots, seed)
     taken = set(train)
     return train, [pair for pair in pairs if pair not in taken]
 
